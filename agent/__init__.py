@@ -1,0 +1,1 @@
+"""The local agent that phones and web pages use to request and make signatures."""

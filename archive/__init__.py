@@ -1,0 +1,1 @@
+"""Signed-document store, request and job records, and the hash-chained audit log."""

@@ -1,0 +1,1 @@
+"""Central HSM bulk sealing."""

@@ -1,0 +1,1 @@
+"""Roles, templates, approval rules and certificate, algorithm and PIN policy."""

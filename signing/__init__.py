@@ -1,0 +1,1 @@
+"""Document signatures: PAdES on PDFs and CAdES detached for any file, over token keys."""

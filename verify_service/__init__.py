@@ -1,0 +1,1 @@
+"""Signature verification for auditors: the CLI, the HTTP service and its reports."""
