@@ -1,8 +1,9 @@
 """Translations for everything a user reads, from the gettext catalogs in ``qsign/locale``.
 
 The catalogs are the ``.po`` files themselves: they are compiled in memory when first used, so a
-source checkout needs no build step and each message has one source of truth. Message ids are the
-English texts; ``en`` therefore needs no catalog entries beyond the header.
+source checkout needs no build step and each message has one source of truth. Each package keeps its
+messages in its own file, ``qsign/locale/<language>/LC_MESSAGES/<package>.po``; all files of a
+language are merged into one catalog. Message ids are the English texts, so ``en`` needs no entries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import os
 from pathlib import Path
 
+from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
@@ -87,14 +89,18 @@ def language_from_environment(configured: str | None = None) -> str:
 
 @functools.cache
 def _translations(language: str) -> gettext.NullTranslations:
-    po_path = LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
-    if not po_path.exists():
+    po_paths = sorted((LOCALE_DIR / language / "LC_MESSAGES").glob("*.po"))
+    if not po_paths:
         return gettext.NullTranslations()
 
-    with po_path.open("rb") as po_file:
-        catalog = read_po(po_file, locale=language)
+    merged = Catalog(locale=language, domain=DOMAIN)
+    for po_path in po_paths:
+        with po_path.open("rb") as po_file:
+            for message in read_po(po_file, locale=language):
+                if message.id and message.string and not message.fuzzy:
+                    merged[message.id] = message
     compiled = io.BytesIO()
-    write_mo(compiled, catalog)
+    write_mo(compiled, merged)
     compiled.seek(0)
     return gettext.GNUTranslations(compiled)
 
