@@ -52,7 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qsign {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers, common)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            # NOTE: a package whose CLI module is not written yet is skipped, so the others stay usable.
+            if error.name != module_name:
+                raise
+            _logger.debug("subcommand module %s is not installed", module_name)
+            continue
+        module.register(subparsers, common)
     return parser
 
 
