@@ -27,6 +27,8 @@ __all__ = [
     "DigestNotAllowed",
     "KeyTypeUnsupported",
     "ChainNotFound",
+    "PinFileUnreadable",
+    "OptionNotApplicable",
 ]
 
 
@@ -92,7 +94,7 @@ class PageOutOfRange(InvalidInput):
 class RectInvalid(InvalidInput):
     code = "rect_invalid"
     message_template = N_("The rectangle {rect} is invalid. Give x1,y1,x2,y2 in PDF points "
-                          "with x1 < x2 and y1 < y2.")
+                          "with 0 <= x1 < x2 and 0 <= y1 < y2.")
 
 
 class SealImageInvalid(InvalidInput):
@@ -120,3 +122,13 @@ class KeyTypeUnsupported(InvalidInput):
 class ChainNotFound(ConfigError):
     code = "chain_not_found"
     message_template = N_("The CA certificate file {path} named in the [trust] section cannot be read: {reason}")
+
+
+class PinFileUnreadable(InvalidInput):
+    code = "pin_file_unreadable"
+    message_template = N_("The PIN file {path} cannot be read: {reason}")
+
+
+class OptionNotApplicable(InvalidInput):
+    code = "option_not_applicable"
+    message_template = N_("The option {option} applies to PDF signatures only, not to {format}.")
