@@ -1,0 +1,236 @@
+"""Turn pyHanko's validation status objects into report records with an ETSI indication.
+
+pyHanko reports *intact*, *valid*, the trust sub-indication, the byte-range coverage and the
+modification analysis separately; this module copies each of them into a ``SignatureReport`` and then
+derives the indication, the sub-indication and the per-signature verdict from those fields alone.
+"""
+
+from __future__ import annotations
+
+from asn1crypto import x509
+from pyhanko.sign.ades.report import AdESFailure, AdESIndeterminate, AdESStatus, AdESSubIndic
+from pyhanko.sign.diff_analysis import DiffResult
+from pyhanko.sign.validation.status import (
+    DocumentTimestampStatus,
+    ModificationInfo,
+    PdfSignatureStatus,
+    SignatureCoverageLevel,
+    SignatureStatus,
+    StandardCMSSignatureStatus,
+    TimestampSignatureStatus,
+)
+
+from verify_service.certificates import certificate_info, readable_name
+from verify_service.report import (
+    VERDICT_OF_INDICATION,
+    Indication,
+    SignatureKind,
+    SignatureReport,
+    TimestampInfo,
+)
+
+__all__ = ["apply_assessment", "report_from_cms_status", "report_from_pdf_status",
+           "report_from_timestamp_status", "report_from_unreadable"]
+
+#: Trust sub-indications that say the certificate is definitely not trusted with the given anchors, as
+#: opposed to ones that more data or a later try could change (TRY_LATER, NO_POE, ...).
+_DEFINITELY_UNTRUSTED = {
+    AdESIndeterminate.NO_CERTIFICATE_CHAIN_FOUND,
+    AdESIndeterminate.CHAIN_CONSTRAINTS_FAILURE,
+    AdESIndeterminate.CRYPTO_CONSTRAINTS_FAILURE,
+    AdESIndeterminate.REVOKED_NO_POE,
+    AdESIndeterminate.REVOKED_CA_NO_POE,
+    AdESIndeterminate.OUT_OF_BOUNDS_NO_POE,
+    AdESIndeterminate.EXPIRED,
+    AdESIndeterminate.NOT_YET_VALID,
+}
+
+_Problem = tuple[Indication, str | None, str]
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _trusted(status: SignatureStatus) -> bool | None:
+    """Whether the signer's certificate chains to an anchor with allowed key usage; ``None`` if unknown.
+
+    Unlike pyHanko's ``SignatureStatus.trusted``, this does not fold in *intact*: the report keeps the two
+    apart. pyHanko skips the trust check when the signature value does not verify.
+    """
+    indication = status.trust_problem_indic
+    if indication is None:
+        return True if status.validation_path is not None else None
+    if isinstance(indication, AdESFailure) or indication in _DEFINITELY_UNTRUSTED:
+        return False
+    return None
+
+
+def _trust_anchor(status: SignatureStatus) -> str | None:
+    path = status.validation_path
+    if path is None or status.trust_problem_indic is not None:
+        return None
+    anchor = path.trust_anchor
+    certificate = getattr(anchor, "certificate", None)
+    if certificate is not None:
+        return readable_name(certificate.subject)
+    return readable_name(anchor.authority.name)
+
+
+def _fill_common(report: SignatureReport, status: SignatureStatus, signer: x509.Certificate) -> None:
+    report.signer_certificate = certificate_info(signer)
+    report.signer = report.signer_certificate.subject
+    report.digest_algorithm = status.md_algorithm
+    report.signature_algorithm = status.pkcs7_signature_mechanism
+    report.intact = status.intact
+    report.valid = status.valid
+    report.trusted = _trusted(status)
+    report.trust_anchor = _trust_anchor(status)
+    if status.trust_problem_indic is not None:
+        report.sub_indication = status.trust_problem_indic.standard_name
+
+
+def _fill_modifications(report: SignatureReport, status: ModificationInfo) -> None:
+    coverage = status.coverage
+    report.coverage = coverage.name.lower() if coverage is not None else None
+    if coverage == SignatureCoverageLevel.ENTIRE_FILE:
+        report.modified_after = False
+    elif coverage is not None:
+        report.modified_after = True
+
+    level = status.modification_level
+    report.modifications = level.name.lower() if level is not None else None
+    report.modifications_allowed = status.docmdp_ok
+    if status.diff_result is not None and not isinstance(status.diff_result, DiffResult):
+        report.details.append(f"modification analysis: {status.diff_result}")
+
+
+def _timestamp_info(status: TimestampSignatureStatus) -> TimestampInfo:
+    return TimestampInfo(time=_iso(status.timestamp), tsa=readable_name(status.signing_cert.subject),
+                         intact=status.intact, valid=status.valid, trusted=status.trusted)
+
+
+def _fill_signer_timing(report: SignatureReport, status: StandardCMSSignatureStatus) -> None:
+    report.signing_time = _iso(status.signer_reported_dt)
+    if status.timestamp_validity is not None:
+        report.timestamp = _timestamp_info(status.timestamp_validity)
+
+
+def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus) -> SignatureReport:
+    """Build the record of a PDF signature (``/Sig``) from pyHanko's status."""
+    report = SignatureReport(kind=SignatureKind.PDF_SIGNATURE, field=field, revision=revision)
+    _fill_common(report, status, status.signing_cert)
+    _fill_signer_timing(report, status)
+    _fill_modifications(report, status)
+    if status.seed_value_constraint_error is not None:
+        report.errors.append("seed_value_constraints_failed")
+        report.details.append(str(status.seed_value_constraint_error.failure_message))
+    apply_assessment(report, content_timestamp=status.content_timestamp_validity)
+    return report
+
+
+def report_from_timestamp_status(field: str, revision: int, status: DocumentTimestampStatus) -> SignatureReport:
+    """Build the record of a PDF document timestamp (``/DocTimeStamp``); the signer is the TSA."""
+    report = SignatureReport(kind=SignatureKind.DOCUMENT_TIMESTAMP, field=field, revision=revision)
+    _fill_common(report, status, status.signing_cert)
+    report.timestamp_time = _iso(status.timestamp)
+    _fill_modifications(report, status)
+    apply_assessment(report)
+    return report
+
+
+def report_from_cms_status(status: StandardCMSSignatureStatus) -> SignatureReport:
+    """Build the record of one SignerInfo of a CMS signature (``.p7s``)."""
+    report = SignatureReport(kind=SignatureKind.CMS_SIGNATURE, field=None, revision=None)
+    _fill_common(report, status, status.signing_cert)
+    _fill_signer_timing(report, status)
+    apply_assessment(report, content_timestamp=status.content_timestamp_validity)
+    return report
+
+
+def report_from_unreadable(kind: SignatureKind, field: str | None, revision: int | None, code: str,
+                           detail: str, sub_indication: AdESSubIndic | None = None) -> SignatureReport:
+    """Build the record of a signature that pyHanko could not validate at all.
+
+    ``sub_indication`` is the one pyHanko attached to its error; without it the signature is reported as
+    TOTAL_FAILED with FORMAT_FAILURE, because its structure could not be read.
+    """
+    report = SignatureReport(kind=kind, field=field, revision=revision, errors=[code], details=[detail])
+    indication = sub_indication or AdESFailure.FORMAT_FAILURE
+    report.indication = _INDICATION_OF_STATUS[indication.status]
+    report.sub_indication = indication.standard_name
+    report.status = VERDICT_OF_INDICATION[report.indication]
+    return report
+
+
+_INDICATION_OF_STATUS = {
+    AdESStatus.PASSED: Indication.TOTAL_PASSED,
+    AdESStatus.INDETERMINATE: Indication.INDETERMINATE,
+    AdESStatus.FAILED: Indication.TOTAL_FAILED,
+}
+
+
+def _problems(report: SignatureReport, content_timestamp: TimestampSignatureStatus | None) -> list[_Problem]:
+    """List every problem of a record as (indication, sub-indication, error code)."""
+    failed, indeterminate = Indication.TOTAL_FAILED, Indication.INDETERMINATE
+    problems: list[_Problem] = []
+
+    if report.intact is False:
+        problems.append((failed, AdESFailure.HASH_FAILURE.name, "digest_mismatch"))
+    if report.valid is False:
+        problems.append((failed, AdESFailure.SIG_CRYPTO_FAILURE.name, "signature_invalid"))
+
+    if report.sub_indication is not None:
+        trust_indication = AdESFailure.__members__.get(report.sub_indication)
+        indication = failed if trust_indication is not None else indeterminate
+        problems.append((indication, report.sub_indication, report.sub_indication.lower()))
+    elif report.trusted is None:
+        problems.append((indeterminate, None, "trust_not_evaluated"))
+
+    if report.coverage in ("unclear", "contiguous_block_from_start"):
+        problems.append((failed, AdESFailure.FORMAT_FAILURE.name, "coverage_incomplete"))
+    elif report.modifications_allowed is False:
+        # NOTE: ETSI EN 319 102-1 has no sub-indication for changes after signing; a later ETSI mapping
+        # may choose one.
+        problems.append((failed, None, "modified_after_signing"))
+    elif report.coverage == "entire_revision" and report.modifications is None:
+        problems.append((indeterminate, None, "modifications_not_analysed"))
+
+    for name, timestamp in (("timestamp", report.timestamp), ("content_timestamp", content_timestamp)):
+        if timestamp is None:
+            continue
+        if not (timestamp.intact and timestamp.valid):
+            problems.append((indeterminate, None, f"{name}_invalid"))
+        elif not timestamp.trusted:
+            problems.append((indeterminate, None, f"{name}_untrusted"))
+
+    if "seed_value_constraints_failed" in report.errors:
+        problems.append((indeterminate, AdESIndeterminate.SIG_CONSTRAINTS_FAILURE.name,
+                         "seed_value_constraints_failed"))
+    return problems
+
+
+def apply_assessment(report: SignatureReport,
+                     content_timestamp: TimestampSignatureStatus | None = None) -> None:
+    """Set the indication, sub-indication, verdict and error codes of a record from its fields.
+
+    A failure (TOTAL_FAILED) takes precedence over an unknown (INDETERMINATE); the sub-indication is the
+    one of the first problem with that indication.
+    """
+    problems = _problems(report, content_timestamp)
+    for _, _, code in problems:
+        if code not in report.errors:
+            report.errors.append(code)
+
+    chosen: _Problem | None = None
+    for wanted in (Indication.TOTAL_FAILED, Indication.INDETERMINATE):
+        chosen = next((problem for problem in problems if problem[0] is wanted), None)
+        if chosen is not None:
+            break
+
+    if chosen is None:
+        report.indication = Indication.TOTAL_PASSED
+        report.sub_indication = None
+    else:
+        report.indication, report.sub_indication = chosen[0], chosen[1]
+    report.status = VERDICT_OF_INDICATION[report.indication]

@@ -1,0 +1,212 @@
+"""The verification report: one record per signature, an overall verdict, and its JSON form.
+
+The report keeps pyHanko's distinctions. A signature is *intact* when the message digest matches the
+signed bytes, *valid* when the signature value verifies with the signer's public key, and *trusted* when a
+certificate path leads to a trust anchor and the key usage is allowed. Each of these may be ``None`` when
+it could not be determined, and an unknown value never yields the verdict "valid".
+
+Each signature also carries an ETSI EN 319 102-1 indication (TOTAL_PASSED, INDETERMINATE, TOTAL_FAILED)
+and sub-indication, derived from the same fields.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "CertificateInfo",
+    "FileInfo",
+    "Indication",
+    "Report",
+    "SignatureKind",
+    "SignatureReport",
+    "TimestampInfo",
+    "TrustInfo",
+    "Verdict",
+    "overall_verdict",
+]
+
+
+class Verdict(enum.StrEnum):
+    VALID = "valid"
+    INVALID = "invalid"
+    INDETERMINATE = "indeterminate"
+
+
+class Indication(enum.StrEnum):
+    """Main status indication of ETSI EN 319 102-1, clause 5.1.3."""
+
+    TOTAL_PASSED = "TOTAL_PASSED"
+    INDETERMINATE = "INDETERMINATE"
+    TOTAL_FAILED = "TOTAL_FAILED"
+
+
+#: The verdict that each indication maps to.
+VERDICT_OF_INDICATION = {
+    Indication.TOTAL_PASSED: Verdict.VALID,
+    Indication.INDETERMINATE: Verdict.INDETERMINATE,
+    Indication.TOTAL_FAILED: Verdict.INVALID,
+}
+
+
+class SignatureKind(enum.StrEnum):
+    PDF_SIGNATURE = "pdf_signature"
+    DOCUMENT_TIMESTAMP = "document_timestamp"
+    CMS_SIGNATURE = "cms_signature"
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """A certificate as the report shows it; names are RFC 4514 strings with non-ASCII text kept."""
+
+    subject: str
+    issuer: str
+    #: Serial number in lower-case hexadecimal.
+    serial: str
+    #: SHA-256 of the DER certificate, lower-case hexadecimal.
+    sha256: str
+    not_before: str
+    not_after: str
+
+
+@dataclass(frozen=True)
+class TimestampInfo:
+    """An RFC 3161 signature timestamp embedded in a signature, and its own validation result."""
+
+    #: Time asserted by the TSA (genTime), ISO 8601.
+    time: str | None
+    tsa: str | None
+    intact: bool
+    valid: bool
+    trusted: bool
+
+
+@dataclass
+class SignatureReport:
+    """The validation result of one signature or document timestamp."""
+
+    kind: SignatureKind
+    #: Fully qualified name of the PDF signature field; ``None`` for CMS signatures.
+    field: str | None
+    #: Index of the PDF revision the signature covers (0 is the original document).
+    revision: int | None
+    signer: str | None = None
+    signer_certificate: CertificateInfo | None = None
+    #: Signing time claimed by the signer (signingTime attribute or /M), ISO 8601; not attested.
+    signing_time: str | None = None
+    #: For a document timestamp, the time asserted by the TSA, ISO 8601.
+    timestamp_time: str | None = None
+    timestamp: TimestampInfo | None = None
+    digest_algorithm: str | None = None
+    signature_algorithm: str | None = None
+    #: The message digest in the signature matches the digest of the signed bytes.
+    intact: bool | None = None
+    #: The signature value verifies with the public key of the signer's certificate.
+    valid: bool | None = None
+    #: A certificate path leads to a trust anchor and the key usage is allowed; ``None`` when not evaluated.
+    trusted: bool | None = None
+    #: Subject of the trust anchor that the certificate path ends in.
+    trust_anchor: str | None = None
+    #: pyHanko's SignatureCoverageLevel in lower case: entire_file, entire_revision,
+    #: contiguous_block_from_start or unclear.
+    coverage: str | None = None
+    #: Bytes were appended after the signed revision; ``None`` when unknown.
+    modified_after: bool | None = None
+    #: pyHanko's ModificationLevel of what was appended, in lower case: none, lta_updates,
+    #: form_filling, annotations, other; ``None`` when not analysed.
+    modifications: str | None = None
+    #: The modifications are allowed by the document's DocMDP policy; ``None`` when unknown.
+    modifications_allowed: bool | None = None
+    indication: Indication = Indication.INDETERMINATE
+    #: ETSI sub-indication (e.g. HASH_FAILURE, NO_CERTIFICATE_CHAIN_FOUND), or ``None``.
+    sub_indication: str | None = None
+    status: Verdict = Verdict.INDETERMINATE
+    #: Stable codes of every problem found, e.g. ``digest_mismatch``, ``no_certificate_chain_found``.
+    errors: list[str] = field(default_factory=list)
+    #: English detail from the validator for the problems above (not localized).
+    details: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    #: SHA-256 of the whole file, lower-case hexadecimal.
+    sha256: str
+    #: Size in bytes.
+    size: int
+
+
+@dataclass(frozen=True)
+class TrustInfo:
+    """The trust anchors and the other certificates that validation used."""
+
+    #: Where the anchors came from: ``arguments``, ``config`` or ``none``.
+    source: str
+    anchors: list[dict[str, str]]
+    intermediates: list[dict[str, str]]
+    #: Whether certificates and revocation data could be fetched over the network.
+    online: bool
+    #: pyhanko-certvalidator revocation mode, e.g. ``soft-fail``.
+    revocation_mode: str
+
+
+@dataclass
+class Report:
+    """The whole verification report of one file."""
+
+    file: FileInfo
+    #: ``pdf`` or ``cms``.
+    format: str
+    signatures: list[SignatureReport]
+    validation_time: str
+    trust: TrustInfo
+    qsign_version: str
+    #: The detached content a CMS signature was checked against.
+    content: FileInfo | None = None
+    #: Codes of problems with the file as a whole, e.g. ``no_signatures``.
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        return overall_verdict(self.signatures, self.errors)
+
+    @property
+    def all_passed(self) -> bool:
+        """Whether every signature is intact, valid and trusted and nothing is unknown (exit code 0)."""
+        return self.verdict is Verdict.VALID
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as the JSON object that the CLI prints and the HTTP API returns."""
+        result: dict[str, Any] = {"verdict": str(self.verdict)}
+        result.update(asdict(self))
+        return _plain(result)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+
+def overall_verdict(signatures: list[SignatureReport], errors: list[str]) -> Verdict:
+    """Combine per-signature statuses: invalid if one is invalid, valid only if all are valid.
+
+    A file without signatures, or with a file-level error, is never valid.
+    """
+    statuses = [signature.status for signature in signatures]
+    if Verdict.INVALID in statuses:
+        return Verdict.INVALID
+    if not signatures or errors or Verdict.INDETERMINATE in statuses:
+        return Verdict.INDETERMINATE
+    return Verdict.VALID
+
+
+def _plain(value: Any) -> Any:
+    """Convert enums inside ``asdict`` output to their string values."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value

@@ -1,0 +1,74 @@
+"""The ``[verify_service]`` section of ``qsign.toml`` and the listen address of the HTTP service.
+
+Keys and defaults::
+
+    [verify_service]
+    listen = "127.0.0.1:8470"   # HOST:PORT the HTTP service binds; port 0 picks a free port
+    max_upload_mb = 100         # largest request body accepted, in MiB (file and content together)
+    workers = 2                 # validations that run at the same time, each in a worker thread
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qsign.config import Config
+from qsign.errors import ConfigError
+from verify_service.errors import ListenAddressInvalid
+from verify_service.trust import TrustSettings
+
+__all__ = ["DEFAULT_LISTEN", "ServiceSettings", "parse_listen", "service_settings"]
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+DEFAULT_MAX_UPLOAD_MB = 100
+DEFAULT_WORKERS = 2
+_KEYS = {"listen", "max_upload_mb", "workers"}
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Settings of one running verification service."""
+
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    listen: str = DEFAULT_LISTEN
+    #: Largest accepted request body in bytes.
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
+    workers: int = DEFAULT_WORKERS
+
+    @property
+    def max_upload_mb(self) -> float:
+        return self.max_upload_bytes / (1024 * 1024)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:8470`` for IPv6) into host and port; raise ``ListenAddressInvalid``."""
+    host, separator, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not separator or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ListenAddressInvalid(value=value)
+    return host, int(port_text)
+
+
+def service_settings(config: Config, trust: TrustSettings) -> ServiceSettings:
+    """Read ``[verify_service]`` from the config; raise ``ConfigError`` naming a bad key."""
+    table = config.section("verify_service")
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise ConfigError(detail=f"unknown key verify_service.{unknown[0]} (allowed: {', '.join(sorted(_KEYS))})")
+
+    listen = table.get("listen", DEFAULT_LISTEN)
+    if not isinstance(listen, str):
+        raise ConfigError(detail="verify_service.listen must be a string such as \"127.0.0.1:8470\"")
+    parse_listen(listen)
+
+    max_upload_mb = table.get("max_upload_mb", DEFAULT_MAX_UPLOAD_MB)
+    if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, int | float) or max_upload_mb <= 0:
+        raise ConfigError(detail="verify_service.max_upload_mb must be a positive number of MiB")
+
+    workers = table.get("workers", DEFAULT_WORKERS)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(detail="verify_service.workers must be an integer of at least 1")
+
+    return ServiceSettings(trust=trust, listen=listen, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                           workers=workers)

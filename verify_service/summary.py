@@ -1,0 +1,132 @@
+"""The human-readable form of a verification report, in zh-CN or English, for ``qsign verify``."""
+
+from __future__ import annotations
+
+from qsign.i18n import N_, gettext_for
+from verify_service.report import Report, SignatureReport
+
+__all__ = ["format_summary", "PROBLEM_MESSAGES"]
+
+#: One sentence per error code that a report can contain.
+PROBLEM_MESSAGES = {
+    "no_signatures": N_("The file contains no signature."),
+    "no_trust_anchors": N_("No trust anchor is configured, so no signer can be trusted."),
+    "digest_mismatch": N_("The signed bytes were changed: the message digest does not match."),
+    "signature_invalid": N_("The signature value does not verify with the signer's public key."),
+    "trust_not_evaluated": N_("The certificate path was not evaluated."),
+    "no_certificate_chain_found": N_("No certificate path leads to a trust anchor."),
+    "chain_constraints_failure": N_("The certificate path or the key usage does not meet the constraints."),
+    "certificate_chain_general_failure": N_("The certificate path could not be validated."),
+    "crypto_constraints_failure": N_("An algorithm in the certificate path is not allowed."),
+    "crypto_constraints_failure_no_poe": N_("An algorithm is no longer allowed and no proof of existence "
+                                            "shows the signature is older."),
+    "revoked_no_poe": N_("The signer's certificate is revoked."),
+    "revoked_ca_no_poe": N_("A CA certificate in the path is revoked."),
+    "out_of_bounds_no_poe": N_("The signer's certificate is expired or not yet valid."),
+    "try_later": N_("Revocation data is not fresh enough; try again later."),
+    "no_poe": N_("No proof of existence for the signature time."),
+    "coverage_incomplete": N_("The byte range does not cover the whole signed revision."),
+    "modified_after_signing": N_("The document was changed after signing in a way the signature does not allow."),
+    "modifications_not_analysed": N_("Changes after signing could not be analysed."),
+    "timestamp_invalid": N_("The signature timestamp is invalid."),
+    "timestamp_untrusted": N_("The signature timestamp's TSA is not trusted."),
+    "content_timestamp_invalid": N_("The content timestamp is invalid."),
+    "content_timestamp_untrusted": N_("The content timestamp's TSA is not trusted."),
+    "seed_value_constraints_failed": N_("The signature does not meet the seed value constraints of its field."),
+    "signature_format_invalid": N_("The signature does not have a valid format."),
+    "signature_malformed": N_("The signature cannot be parsed."),
+}
+
+_VERDICTS = {
+    "valid": N_("VALID"),
+    "invalid": N_("INVALID"),
+    "indeterminate": N_("INDETERMINATE"),
+}
+
+_KINDS = {
+    "pdf_signature": N_("Signature"),
+    "document_timestamp": N_("Document timestamp"),
+    "cms_signature": N_("CMS signature"),
+}
+
+_COVERAGE = {
+    "entire_file": N_("entire file"),
+    "entire_revision": N_("entire revision, later changes appended"),
+    "contiguous_block_from_start": N_("part of the file"),
+    "unclear": N_("unclear"),
+}
+
+_MODIFICATIONS = {
+    "none": N_("none"),
+    "lta_updates": N_("long-term validation data only"),
+    "form_filling": N_("form filling and further signatures"),
+    "annotations": N_("annotations"),
+    "other": N_("other changes"),
+}
+
+
+def _yes_no(value: bool | None, _) -> str:
+    if value is None:
+        return _("unknown")
+    return _("yes") if value else _("no")
+
+
+def _signature_lines(index: int, signature: SignatureReport, _) -> list[str]:
+    title = f"{_(_KINDS[signature.kind])} {index}"
+    if signature.field is not None and signature.revision is not None:
+        title += _(" (field {field}, revision {revision})").format(field=signature.field,
+                                                                 revision=signature.revision)
+    elif signature.field is not None:
+        title += _(" (field {field})").format(field=signature.field)
+    indication = signature.indication + (f"/{signature.sub_indication}" if signature.sub_indication else "")
+    lines = [f"{title}: {_(_VERDICTS[signature.status])} ({indication})"]
+
+    lines.append(f"  {_('Signer')}: {signature.signer or _('unknown')}")
+    if signature.signer_certificate is not None:
+        certificate = signature.signer_certificate
+        lines.append(f"  {_('Issuer')}: {certificate.issuer}")
+        lines.append(f"  {_('Certificate valid')}: {certificate.not_before} – {certificate.not_after}")
+    if signature.signing_time:
+        lines.append(f"  {_('Signing time (claimed by the signer)')}: {signature.signing_time}")
+    if signature.timestamp_time:
+        lines.append(f"  {_('Timestamp time')}: {signature.timestamp_time}")
+    if signature.timestamp is not None:
+        lines.append(f"  {_('Signature timestamp')}: {signature.timestamp.time} "
+                     f"({_('trusted')}: {_yes_no(signature.timestamp.trusted, _)})")
+    if signature.digest_algorithm:
+        lines.append(f"  {_('Algorithms')}: {signature.digest_algorithm}, {signature.signature_algorithm}")
+
+    lines.append(f"  {_('Intact')}: {_yes_no(signature.intact, _)}   {_('Valid')}: {_yes_no(signature.valid, _)}"
+                 f"   {_('Trusted')}: {_yes_no(signature.trusted, _)}")
+    if signature.coverage is not None:
+        lines.append(f"  {_('Coverage')}: {_(_COVERAGE.get(signature.coverage, signature.coverage))}")
+    if signature.modified_after is not None:
+        changes = _(_MODIFICATIONS.get(signature.modifications, signature.modifications)) \
+            if signature.modifications else _("not analysed")
+        lines.append(f"  {_('Changes after signing')}: {changes}")
+    for code in signature.errors:
+        message = _(PROBLEM_MESSAGES[code]) if code in PROBLEM_MESSAGES else code
+        lines.append(f"  ! {message} [{code}]")
+    return lines
+
+
+def format_summary(report: Report, language: str) -> str:
+    """Return the report as text lines for a terminal, in ``language``."""
+    _ = gettext_for(language)
+    file = report.file
+    lines = [
+        f"{_('File')}: {file.name} ({_('{size} bytes').format(size=file.size)}, SHA-256 {file.sha256})",
+    ]
+    if report.content is not None:
+        lines.append(f"{_('Signed content')}: {report.content.name} (SHA-256 {report.content.sha256})")
+    lines.append(f"{_('Verdict')}: {_(_VERDICTS[report.verdict])}")
+    lines.append(f"{_('Validation time')}: {report.validation_time}")
+    anchors = ", ".join(anchor["subject"] for anchor in report.trust.anchors) or _("none")
+    lines.append(f"{_('Trust anchors')}: {anchors}")
+    for code in report.errors:
+        lines.append(f"! {_(PROBLEM_MESSAGES.get(code, code))} [{code}]")
+
+    for index, signature in enumerate(report.signatures, start=1):
+        lines.append("")
+        lines.extend(_signature_lines(index, signature, _))
+    return "\n".join(lines)

@@ -1,0 +1,267 @@
+"""Validate every signature of a PDF, or of a CMS signature file, with pyHanko, and build the report.
+
+``verify_file`` is the entry point for the CLI and the HTTP service. It reads nothing but the given files
+and the trust settings; with ``TrustSettings.online`` false (the default) it opens no network connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from asn1crypto import cms, core, pem
+from pyhanko.pdf_utils import misc
+from pyhanko.pdf_utils.crypt import AuthStatus
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.fields import enumerate_sig_fields
+from pyhanko.sign.validation import (
+    async_validate_cms_signature,
+    async_validate_detached_cms,
+    async_validate_pdf_signature,
+    async_validate_pdf_timestamp,
+)
+from pyhanko.sign.validation.errors import SignatureValidationError
+from pyhanko.sign.validation.generic_cms import collect_timing_info
+from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
+from pyhanko.sign.validation.status import StandardCMSSignatureStatus
+from pyhanko_certvalidator import ValidationContext
+
+from qsign import __version__
+from verify_service.assessment import (
+    report_from_cms_status,
+    report_from_pdf_status,
+    report_from_timestamp_status,
+    report_from_unreadable,
+)
+from verify_service.errors import CmsMalformed, ContentNotExpected, ContentRequired, PdfEncrypted, PdfMalformed
+from verify_service.inputs import InputFile, InputFormat, inspect_content, inspect_input
+from verify_service.report import FileInfo, Report, SignatureKind, SignatureReport, TrustInfo
+from verify_service.trust import TrustSettings, describe_certificate
+
+__all__ = ["averify_file", "verify_file"]
+
+_logger = logging.getLogger(__name__)
+
+#: Errors that asn1crypto and pyHanko raise on structures they cannot parse.
+_PARSE_ERRORS = (misc.PdfError, ValueError, TypeError, KeyError, IndexError)
+
+
+def verify_file(path: str | os.PathLike[str], content: str | os.PathLike[str] | None = None,
+                trust: TrustSettings = TrustSettings(), *, name: str | None = None,
+                content_name: str | None = None) -> Report:
+    """Validate every signature in a PDF, or the signature(s) of a CMS file, and return the report.
+
+    ``content`` is the signed file of a detached CMS signature. ``name`` and ``content_name`` are the file
+    names the report shows (default: the paths' last parts). Runs its own event loop, so call it from a
+    thread that has none (use ``averify_file`` inside a running loop).
+
+    Raises a ``verify_service.errors`` error (``InvalidInput``) when no report can be made: missing,
+    empty or unreadable input, a detached CMS without its content, an encrypted PDF.
+    """
+    return asyncio.run(averify_file(path, content, trust, name=name, content_name=content_name))
+
+
+async def averify_file(path: str | os.PathLike[str], content: str | os.PathLike[str] | None = None,
+                       trust: TrustSettings = TrustSettings(), *, name: str | None = None,
+                       content_name: str | None = None) -> Report:
+    """Do what ``verify_file`` does, in the running event loop (the pyHanko calls are CPU-bound)."""
+    document = inspect_input(path, name)
+    content_file = inspect_content(content, content_name) if content is not None else None
+    if document.format is InputFormat.PDF and content_file is not None:
+        raise ContentNotExpected(ids={"file": document.info.name}, name=document.info.name)
+
+    context = _validation_context(trust)
+    validation_time: datetime = context.moment
+    _logger.info("verifying %s (%s, sha256 %s)", document.info.name, document.format, document.info.sha256)
+
+    if document.format is InputFormat.PDF:
+        signatures, errors = await _verify_pdf(document, context)
+    else:
+        signatures, errors = await _verify_cms(document, content_file, context)
+
+    if not trust.anchors:
+        errors.append("no_trust_anchors")
+    report = Report(
+        file=document.info,
+        format=str(document.format),
+        signatures=signatures,
+        validation_time=validation_time.isoformat(),
+        trust=_trust_info(trust),
+        qsign_version=__version__,
+        content=content_file.info if content_file is not None else None,
+        errors=errors,
+    )
+    _logger.info("verified %s: verdict %s, %d signatures", document.info.name, report.verdict,
+                 len(signatures))
+    return report
+
+
+def _validation_context(trust: TrustSettings) -> ValidationContext:
+    return ValidationContext(
+        trust_roots=list(trust.anchors),
+        other_certs=list(trust.intermediates),
+        allow_fetching=trust.online,
+        revocation_mode=trust.revocation_mode,
+    )
+
+
+def _trust_info(trust: TrustSettings) -> TrustInfo:
+    return TrustInfo(
+        source=trust.source,
+        anchors=[describe_certificate(certificate) for certificate in trust.anchors],
+        intermediates=[describe_certificate(certificate) for certificate in trust.intermediates],
+        online=trust.online,
+        revocation_mode=trust.revocation_mode,
+    )
+
+
+def _open_pdf(document: InputFile, handle: BinaryIO) -> PdfFileReader:
+    name = document.info.name
+    try:
+        reader = PdfFileReader(handle)
+        encrypted = reader.encrypted
+    except _PARSE_ERRORS as exc:
+        _logger.info("cannot read PDF %s: %s", name, exc)
+        raise PdfMalformed(ids={"file": name}, name=name, detail=str(exc)) from exc
+
+    if encrypted:
+        # Files encrypted with an empty user password open in any viewer; pyHanko validates them once
+        # decrypted. Any other password, or public-key encryption, cannot be opened here.
+        try:
+            result = reader.decrypt(b"")
+        except _PARSE_ERRORS as exc:
+            raise PdfEncrypted(ids={"file": name}, name=name) from exc
+        if result.status == AuthStatus.FAILED:
+            raise PdfEncrypted(ids={"file": name}, name=name)
+    return reader
+
+
+async def _verify_pdf(document: InputFile,
+                      context: ValidationContext) -> tuple[list[SignatureReport], list[str]]:
+    with document.path.open("rb") as handle:
+        reader = _open_pdf(document, handle)
+        try:
+            fields = list(enumerate_sig_fields(reader, filled_status=True))
+        except _PARSE_ERRORS as exc:
+            name = document.info.name
+            raise PdfMalformed(ids={"file": name}, name=name, detail=str(exc)) from exc
+
+        # Field names are pyHanko TextStringObjects; the report wants plain strings.
+        signatures = [await _verify_pdf_field(reader, str(field_name), field, context)
+                      for field_name, _, field in fields]
+
+    signatures.sort(key=lambda record: (record.revision is None, record.revision or 0))
+    errors = [] if signatures else ["no_signatures"]
+    return signatures, errors
+
+
+async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, context: ValidationContext
+                            ) -> SignatureReport:
+    """Validate one filled signature field; a damaged signature becomes a failed record, not an error."""
+    try:
+        embedded = EmbeddedPdfSignature(reader, field, field_name)
+    except _PARSE_ERRORS as exc:
+        _logger.info("signature field %s cannot be read: %s", field_name, exc)
+        return report_from_unreadable(SignatureKind.PDF_SIGNATURE, field_name, None, "signature_malformed",
+                                      str(exc))
+
+    is_timestamp = embedded.sig_object_type == "/DocTimeStamp"
+    kind = SignatureKind.DOCUMENT_TIMESTAMP if is_timestamp else SignatureKind.PDF_SIGNATURE
+    revision = embedded.signed_revision
+    try:
+        if is_timestamp:
+            status = await async_validate_pdf_timestamp(embedded, validation_context=context)
+            return report_from_timestamp_status(field_name, revision, status)
+        status = await async_validate_pdf_signature(embedded, signer_validation_context=context)
+        return report_from_pdf_status(field_name, revision, status)
+    except SignatureValidationError as exc:
+        _logger.info("signature %s failed validation: %s", field_name, exc.failure_message)
+        return report_from_unreadable(kind, field_name, revision, "signature_format_invalid",
+                                      exc.failure_message, exc.ades_subindication)
+    except _PARSE_ERRORS as exc:
+        _logger.info("signature %s cannot be parsed: %s", field_name, exc)
+        return report_from_unreadable(kind, field_name, revision, "signature_malformed", str(exc))
+
+
+def _load_signed_data(document: InputFile) -> cms.SignedData:
+    name = document.info.name
+    data = document.path.read_bytes()
+    try:
+        if pem.detect(data):
+            _, _, data = pem.unarmor(data)
+        content_info = cms.ContentInfo.load(data)
+        if content_info["content_type"].native != "signed_data":
+            raise ValueError(f"content type is {content_info['content_type'].native}, not signed_data")
+        signed_data = content_info["content"]
+        # asn1crypto parses lazily: read the parts validation needs so that damage shows here.
+        _ = signed_data["encap_content_info"]["content_type"].native, signed_data["certificates"]
+        signer_infos = list(signed_data["signer_infos"])
+        for signer_info in signer_infos:
+            _ = signer_info["digest_algorithm"]["algorithm"].native, signer_info["signed_attrs"]
+    except _PARSE_ERRORS as exc:
+        _logger.info("cannot read CMS %s: %s", name, exc)
+        raise CmsMalformed(ids={"file": name}, name=name, detail=str(exc)) from exc
+
+    if not signer_infos:
+        raise CmsMalformed(ids={"file": name}, name=name, detail="no SignerInfo")
+    return signed_data
+
+
+def _single_signer_copies(signed_data: cms.SignedData) -> list[cms.SignedData]:
+    """Split a SignedData into one copy per SignerInfo, because pyHanko validates exactly one."""
+    signer_infos = list(signed_data["signer_infos"])
+    if len(signer_infos) == 1:
+        return [signed_data]
+    copies = []
+    for signer_info in signer_infos:
+        copy = cms.SignedData.load(signed_data.dump())
+        copy["signer_infos"] = cms.SignerInfos([signer_info])
+        copies.append(copy)
+    return copies
+
+
+async def _verify_cms(document: InputFile, content: InputFile | None,
+                      context: ValidationContext) -> tuple[list[SignatureReport], list[str]]:
+    name = document.info.name
+    signed_data = _load_signed_data(document)
+    detached = signed_data["encap_content_info"]["content"] is core.VOID or \
+        signed_data["encap_content_info"]["content"].native is None
+    if detached and content is None:
+        raise ContentRequired(ids={"file": name}, name=name)
+    if not detached and content is not None:
+        raise ContentNotExpected(ids={"file": name}, name=name)
+
+    signatures = []
+    for single in _single_signer_copies(signed_data):
+        try:
+            status = await _validate_cms_signer(single, content.path if content else None, context)
+            signatures.append(report_from_cms_status(status))
+        except SignatureValidationError as exc:
+            _logger.info("CMS signature in %s failed validation: %s", name, exc.failure_message)
+            signatures.append(report_from_unreadable(SignatureKind.CMS_SIGNATURE, None, None,
+                                                     "signature_format_invalid", exc.failure_message,
+                                                     exc.ades_subindication))
+        except _PARSE_ERRORS as exc:
+            _logger.info("CMS signature in %s cannot be parsed: %s", name, exc)
+            signatures.append(report_from_unreadable(SignatureKind.CMS_SIGNATURE, None, None,
+                                                     "signature_malformed", str(exc)))
+    return signatures, []
+
+
+async def _validate_cms_signer(signed_data: cms.SignedData, content_path: Path | None,
+                               context: ValidationContext) -> StandardCMSSignatureStatus:
+    if content_path is not None:
+        with content_path.open("rb") as content_handle:
+            return await async_validate_detached_cms(content_handle, signed_data,
+                                                     signer_validation_context=context)
+
+    # Enveloping signature: pyHanko's detached-CMS function rejects encapsulated content, so validate
+    # the SignedData directly and collect the signing time and timestamps the same way it would.
+    signer_info = signed_data["signer_infos"][0]
+    timing = await collect_timing_info(signer_info, ts_validation_context=context, raw_digest=None)
+    return await async_validate_cms_signature(signed_data, status_cls=StandardCMSSignatureStatus,
+                                              validation_context=context, status_kwargs=timing)
