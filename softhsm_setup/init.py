@@ -1,0 +1,306 @@
+"""``init_state``: make a state dir with SoftHSM2 tokens, on-token keys, a test PKI and ``qsign.toml``.
+
+The steps run in an order that lets a later run finish an interrupted one: SoftHSM2 config, module,
+CAs, tokens, then per token its keys and certificates, then the PIN files and ``qsign.toml``. Each
+step first looks for what it would make and keeps what it finds, after checking that it fits:
+
+- a missing token, key, certificate object, certificate file, PIN file or config key is made;
+- an existing key with another type, size, ``CKA_ID`` or protection attributes raises
+  ``KeyMismatch``; a certificate object that does not certify its key or was not issued by the
+  intermediate CA raises ``CertificateMismatch``; a CA with only its key or only its certificate
+  raises ``PkiIncomplete``. Nothing is deleted or replaced then: the message says to remove the
+  state dir and start again;
+- a certificate file in ``pki/`` always mirrors the certificate object on the token, and is rewritten
+  when it differs.
+
+So a second run on a complete state dir writes no file and reports every item as ``exists``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pkcs11
+from cryptography import x509
+
+from softhsm_setup.errors import CertificateMismatch, SoftHsmModuleMissing
+from softhsm_setup.files import Status, ensure_directory, write_file
+from softhsm_setup.layout import StateLayout
+from softhsm_setup.pki import (
+    TestPki,
+    certificate_matches_key,
+    certificate_pem,
+    is_directly_issued_by,
+    issue_end_entity_certificate,
+    load_or_create_test_pki,
+)
+from softhsm_setup.report import CertificateResult, InitReport, KeyResult, TokenResult
+from softhsm_setup.softhsm_config import write_softhsm_config
+from softhsm_setup.specs import TEST_SO_PIN, TEST_USER_PIN, TOKENS, KeySpec, TokenSpec, keys_of
+from softhsm_setup.state_config import write_state_config
+from softhsm_setup.tokens import (
+    check_private_key,
+    find_certificate,
+    find_private_key,
+    find_token,
+    generate_key_pair,
+    init_token,
+    read_public_key,
+    store_certificate,
+)
+from token_drivers.errors import TokenNotPresent, pkcs11_errors
+from token_drivers.module import SOFTHSM_MODULE_CANDIDATES, Pkcs11Module, find_installed_module, load_module
+
+__all__ = ["init_state", "find_softhsm_module"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _TokenPins:
+    user_pin: str
+    so_pin: str
+
+
+def find_softhsm_module() -> str:
+    """Return the path of the installed ``libsofthsm2.so``; ``SoftHsmModuleMissing`` when none is."""
+    path = find_installed_module(SOFTHSM_MODULE_CANDIDATES)
+    if path is None:
+        raise SoftHsmModuleMissing(candidates=", ".join(SOFTHSM_MODULE_CANDIDATES))
+    return path
+
+
+def _read_pin(path: Path, default: str) -> str:
+    """Return the first line of a PIN file, or ``default`` when the file does not exist yet."""
+    if not path.exists():
+        return default
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[0].strip() if lines else default
+
+
+def _token_pins(layout: StateLayout, token: TokenSpec) -> _TokenPins:
+    return _TokenPins(user_pin=_read_pin(layout.state_dir / token.pin_file, TEST_USER_PIN),
+                      so_pin=_read_pin(layout.state_dir / token.so_pin_file, TEST_SO_PIN))
+
+
+def _token_serial(token: pkcs11.Token) -> str:
+    return token.serial.decode("ascii", "replace").strip()
+
+
+def _ensure_tokens(module: Pkcs11Module, layout: StateLayout,
+                   pins: dict[str, _TokenPins]) -> list[TokenResult]:
+    """Initialise each missing token, then return every token with its serial."""
+    statuses: dict[str, Status] = {}
+    for spec in TOKENS:
+        with module.lock, pkcs11_errors(token=spec.label):
+            existing = find_token(module, spec.label)
+        if existing is None:
+            init_token(layout, spec.label, pins[spec.label].user_pin, pins[spec.label].so_pin)
+            statuses[spec.label] = Status.CREATED
+        else:
+            statuses[spec.label] = Status.EXISTS
+
+    if Status.CREATED in statuses.values():
+        # SoftHSM2 lists the tokens it found at C_Initialize only.
+        with module.lock, pkcs11_errors():
+            module.lib.reinitialize()
+
+    results = []
+    for spec in TOKENS:
+        with module.lock, pkcs11_errors(token=spec.label):
+            token = find_token(module, spec.label)
+        if token is None:
+            raise TokenNotPresent(token=spec.label, ids={"token": spec.label})
+        results.append(TokenResult(label=spec.label, serial=_token_serial(token),
+                                   pin_file=layout.state_dir / spec.pin_file,
+                                   so_pin_file=layout.state_dir / spec.so_pin_file,
+                                   uses_test_pins=pins[spec.label] == _TokenPins(TEST_USER_PIN, TEST_SO_PIN),
+                                   status=statuses[spec.label]))
+    return results
+
+
+def _certificate_for_new_object(layout: StateLayout, spec: KeySpec, public_key, pki: TestPki,
+                                now: datetime.datetime) -> x509.Certificate:
+    """Return the certificate to store for a key that has no certificate object yet.
+
+    A certificate file left in ``pki/`` by an interrupted run is reused when it still certifies the
+    key and chains to the intermediate CA; otherwise a new certificate is issued.
+    """
+    path = layout.end_entity_certificate(spec.label)
+    if path.exists():
+        previous = x509.load_pem_x509_certificate(path.read_bytes())
+        if certificate_matches_key(previous, public_key) and is_directly_issued_by(
+                previous, pki.intermediate.certificate):
+            return previous
+    return issue_end_entity_certificate(pki.intermediate, public_key, spec, now)
+
+
+def _check_certificate(layout: StateLayout, spec: KeySpec, certificate: x509.Certificate, public_key,
+                       pki: TestPki) -> None:
+    ids = {"token": spec.token_label, "key": spec.label}
+    if not certificate_matches_key(certificate, public_key):
+        raise CertificateMismatch(token=spec.token_label, key=spec.label, state_dir=layout.state_dir, ids=ids,
+                                  detail="it certifies another public key")
+    if not is_directly_issued_by(certificate, pki.intermediate.certificate):
+        raise CertificateMismatch(token=spec.token_label, key=spec.label, state_dir=layout.state_dir, ids=ids,
+                                  detail=f"it was not issued by {layout.intermediate_certificate}")
+
+
+def _write_certificate_file(path: Path, certificate: x509.Certificate, written: list[Path]) -> None:
+    """Write ``certificate`` to ``path`` unless the file already holds exactly it."""
+    data = certificate_pem(certificate)
+    if path.exists() and path.read_bytes() == data:
+        return
+    write_file(path, data, 0o644)
+    written.append(path)
+
+
+def _ensure_key_and_certificate(session: pkcs11.Session, layout: StateLayout, spec: KeySpec, pki: TestPki,
+                                now: datetime.datetime,
+                                written: list[Path]) -> tuple[KeyResult, CertificateResult]:
+    private_key = find_private_key(session, spec)
+    if private_key is None:
+        generate_key_pair(session, spec)
+        key_status = Status.CREATED
+    else:
+        check_private_key(private_key, spec, layout)
+        key_status = Status.EXISTS
+    public_key = read_public_key(session, spec, layout)
+
+    certificate = find_certificate(session, spec, layout)
+    if certificate is None:
+        certificate = _certificate_for_new_object(layout, spec, public_key, pki, now)
+        store_certificate(session, spec, certificate)
+        certificate_status = Status.CREATED
+    else:
+        _check_certificate(layout, spec, certificate, public_key, pki)
+        certificate_status = Status.EXISTS
+
+    path = layout.end_entity_certificate(spec.label)
+    _write_certificate_file(path, certificate, written)
+
+    key_result = KeyResult(token_label=spec.token_label, label=spec.label, key_type=spec.algorithm.value,
+                           bits=spec.bits, curve=spec.curve, key_id=spec.key_id,
+                           always_authenticate=spec.always_authenticate, status=key_status)
+    certificate_result = CertificateResult(
+        role=spec.role.value, token_label=spec.token_label, label=spec.label,
+        subject=certificate.subject.rfc4514_string(), issuer=certificate.issuer.rfc4514_string(),
+        serial_number=certificate.serial_number, not_after=certificate.not_valid_after_utc, path=path,
+        status=certificate_status)
+    return key_result, certificate_result
+
+
+def _ensure_token_contents(module: Pkcs11Module, layout: StateLayout, token_spec: TokenSpec, pins: _TokenPins,
+                           pki: TestPki, now: datetime.datetime, written: list[Path],
+                           ) -> tuple[list[KeyResult], list[CertificateResult]]:
+    keys: list[KeyResult] = []
+    certificates: list[CertificateResult] = []
+
+    with module.lock:
+        with pkcs11_errors(token=token_spec.label):
+            token = find_token(module, token_spec.label)
+            if token is None:
+                raise TokenNotPresent(token=token_spec.label, ids={"token": token_spec.label})
+            session = token.open(rw=True, user_pin=pins.user_pin)
+
+        try:
+            for spec in keys_of(token_spec):
+                with pkcs11_errors(token=spec.token_label, key=spec.label):
+                    key_result, certificate_result = _ensure_key_and_certificate(
+                        session, layout, spec, pki, now, written)
+                keys.append(key_result)
+                certificates.append(certificate_result)
+        finally:
+            with pkcs11_errors(token=token_spec.label):
+                session.close()
+
+    return keys, certificates
+
+
+def _ca_result(role: str, path: Path, certificate: x509.Certificate, status: Status) -> CertificateResult:
+    return CertificateResult(role=role, token_label=None, label=path.stem, path=path, status=status,
+                             subject=certificate.subject.rfc4514_string(),
+                             issuer=certificate.issuer.rfc4514_string(),
+                             serial_number=certificate.serial_number, not_after=certificate.not_valid_after_utc)
+
+
+def _write_pin_files(layout: StateLayout, pins: dict[str, _TokenPins], written: list[Path]) -> None:
+    """Write each missing PIN file (mode 0600) with the PIN the tokens were initialised or opened with.
+
+    Runs after every token accepted its user PIN, so a file never holds a PIN that failed.
+    """
+    # NOTE: the SO PIN is not tried, because SoftHSM2 tokens here never need it after
+    # initialisation; an SO PIN file written for an existing token assumes the test SO PIN.
+    ensure_directory(layout.secrets_dir, 0o700)
+    for token in TOKENS:
+        for relative, pin in ((token.pin_file, pins[token.label].user_pin),
+                              (token.so_pin_file, pins[token.label].so_pin)):
+            path = layout.state_dir / relative
+            if not path.exists():
+                write_file(path, f"{pin}\n".encode("utf-8"), 0o600)
+                written.append(path)
+
+
+def init_state(state_dir: Path, *, module_path: str | None = None,
+               now: datetime.datetime | None = None) -> InitReport:
+    """Make (or complete) the state dir ``state_dir`` with SoftHSM2 tokens, keys, a test PKI and config.
+
+    ``module_path`` defaults to the installed ``libsofthsm2.so``; ``now`` (timezone-aware) sets the
+    start of certificate validity and defaults to the current time.
+
+    Side effects the caller must know: sets ``os.environ["SOFTHSM2_CONF"]`` to the state dir's
+    config, loads the module through ``token_drivers.module.load_module`` and reinitializes it, so
+    every session and object handle this process held on that module becomes invalid.
+
+    Raises ``SoftHsmSetupError`` subclasses, ``ConfigError`` and ``TokenError`` subclasses.
+    """
+    layout = StateLayout(state_dir.expanduser().resolve())
+    now = (now or datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0)
+    written: list[Path] = []
+    _logger.info("initialising state dir %s", layout.state_dir)
+
+    ensure_directory(layout.state_dir, 0o700)
+    ensure_directory(layout.pki_dir, 0o755)
+    if write_softhsm_config(layout) is not Status.EXISTS:
+        written.append(layout.softhsm_conf)
+
+    module_path = module_path or find_softhsm_module()
+    os.environ["SOFTHSM2_CONF"] = str(layout.softhsm_conf)
+    module = load_module(module_path)
+    # The module may have been loaded earlier in this process with another SOFTHSM2_CONF.
+    with module.lock, pkcs11_errors():
+        module.lib.reinitialize()
+
+    pki = load_or_create_test_pki(layout, now)
+    written.extend(pki.files_written)
+
+    pins = {token.label: _token_pins(layout, token) for token in TOKENS}
+    token_results = _ensure_tokens(module, layout, pins)
+
+    key_results: list[KeyResult] = []
+    certificate_results = [
+        _ca_result("root-ca", layout.root_certificate, pki.root.certificate, pki.root_status),
+        _ca_result("intermediate-ca", layout.intermediate_certificate, pki.intermediate.certificate,
+                   pki.intermediate_status),
+    ]
+    for token_spec in TOKENS:
+        keys, certificates = _ensure_token_contents(module, layout, token_spec, pins[token_spec.label], pki,
+                                                    now, written)
+        key_results.extend(keys)
+        certificate_results.extend(certificates)
+
+    _write_pin_files(layout, pins, written)
+
+    config_status = write_state_config(layout, module_path)
+    if config_status is not Status.EXISTS:
+        written.append(layout.config_path)
+
+    report = InitReport(state_dir=layout.state_dir, module_path=module_path, softhsm_conf=layout.softhsm_conf,
+                        config_path=layout.config_path, config_status=config_status, tokens=token_results,
+                        keys=key_results, certificates=certificate_results, files_written=written)
+    _logger.info("state dir %s ready (%s)", layout.state_dir, "changed" if report.changed else "unchanged")
+    return report
