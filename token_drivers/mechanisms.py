@@ -78,7 +78,8 @@ def plan_signature(key_type: str, available: set[Mechanism], digest_algorithm: s
     """Choose the mechanism for a ``key_type`` (``rsa``/``ec``) signature from the token's list.
 
     RSA-PSS uses MGF1 with the same hash and a salt as long as the hash. Raises ``MechanismInvalid``
-    naming the mechanism when the token has neither the hashing nor the raw variant.
+    naming the mechanism when the token has neither the hashing nor the raw variant, and for ``pss``
+    with a key that is not RSA.
     """
     if digest_algorithm not in DIGEST_ALGORITHMS:
         raise MechanismInvalid(mechanism=digest_algorithm)
@@ -104,6 +105,9 @@ def plan_signature(key_type: str, available: set[Mechanism], digest_algorithm: s
         raise MechanismInvalid(mechanism=f"RSA PKCS#1 v1.5 with {digest_algorithm.upper()}")
 
     if key_type == "ec":
+        if pss:
+            # Without this check an EC key would silently return ECDSA for a PSS request.
+            raise MechanismInvalid(mechanism="RSA-PSS")
         if _ECDSA_HASHED[digest_algorithm] in available:
             return SignaturePlan(_ECDSA_HASHED[digest_algorithm], None, digest_algorithm,
                                  hash_locally=False, wrap_digest_info=False, ecdsa_to_der=True)
