@@ -16,8 +16,8 @@ from pkcs11 import Attribute, ObjectClass, Mechanism
 import pkcs11.exceptions as p11
 
 from qsign.config import Config, TokenProfile
-from token_drivers.errors import (CertificateNotFound, KeyAmbiguous, KeyNotFound, TokenAmbiguous,
-                                  TokenNotPresent, pkcs11_errors)
+from token_drivers.errors import (CertificateNotFound, DeviceRemoved, KeyAmbiguous, KeyNotFound,
+                                  TokenAmbiguous, TokenError, TokenNotPresent, pkcs11_errors)
 from token_drivers.inventory import (KeyInfo, describe_token, pair_certificate,
                                      public_key_fingerprint, _attribute, _key_shape, _read_certificates)
 from token_drivers.login import CKU_USER, c_login, c_logout
@@ -43,6 +43,11 @@ def find_token(module: Pkcs11Module, token_label: str | None = None,
             try:
                 token = slot.get_token()
             except (p11.TokenNotPresent, p11.TokenNotRecognised, p11.DeviceRemoved):
+                continue
+            except p11.GeneralError:
+                # SoftHSM2 2.6.1 keeps listing the slot of a token deleted since C_Initialize and
+                # answers C_GetTokenInfo with CKR_GENERAL_ERROR.
+                _logger.info("slot %s: reading the token failed with CKR_GENERAL_ERROR; skipped", slot.slot_id)
                 continue
             info = describe_token(token)
             if token_label is not None and info.label != token_label:
@@ -121,6 +126,8 @@ class TokenKey:
                 self._check_pin_state()
                 c_login(self.module, self._session.handle, CKU_USER, self._pin)
                 raw = self._sign_once(plan, payload)
+            except (p11.ObjectHandleInvalid, p11.KeyHandleInvalid) as error:
+                raise self._key_handle_lost(ids) from error
 
         _logger.debug("signed with key %s on token %s using %s", self.key_label, self.token_label, plan.name)
         return plan.finish(raw)
@@ -133,6 +140,22 @@ class TokenKey:
         pin = self._pin if self.always_authenticate else None
         return self._private_key.sign(payload, mechanism=plan.mechanism,
                                       mechanism_param=plan.mechanism_param, pin=pin)
+
+    def _key_handle_lost(self, ids: dict[str, str]) -> TokenError:
+        """Return the error for a key handle the module no longer knows.
+
+        SoftHSM2 2.6.1 answers ``CKR_OBJECT_HANDLE_INVALID`` when its token was deleted under an
+        open session, so the token is looked up again: gone or replaced means ``device_removed``,
+        still there means the key object itself was deleted.
+        """
+        try:
+            current = describe_token(self._token.slot.get_token())
+        except p11.PKCS11Error as error:
+            _logger.info("token %s no longer answers: %s", self.token_label, type(error).__name__)
+            return DeviceRemoved(ids=ids)
+        if current.serial != describe_token(self._token).serial:
+            return DeviceRemoved(ids=ids)
+        return KeyNotFound(key=self.key_label, token=self.token_label, ids=ids)
 
     def _check_pin_state(self) -> None:
         token = self._token.slot.get_token()
