@@ -17,7 +17,7 @@ import pkcs11.exceptions as p11
 
 from qsign.config import Config, TokenProfile
 from token_drivers.errors import (CertificateNotFound, DeviceRemoved, KeyAmbiguous, KeyNotFound,
-                                  TokenAmbiguous, TokenError, TokenNotPresent, pkcs11_errors)
+                                  SessionClosed, TokenAmbiguous, TokenError, TokenNotPresent, pkcs11_errors)
 from token_drivers.inventory import (KeyInfo, describe_token, pair_certificate,
                                      public_key_fingerprint, _attribute, _key_shape, _read_certificates)
 from token_drivers.login import CKU_USER, c_login, c_logout
@@ -110,6 +110,10 @@ class TokenKey:
         """
         digest_algorithm = digest_algorithm or self.default_digest_algorithm()
         ids = {"token": self.token_label, "key": self.key_label}
+        if self._session is None:
+            # A closed key must not reach the module: its old session handle may belong to another
+            # session by now, and its PIN is gone.
+            raise SessionClosed(ids=ids)
         plan = plan_signature(self.key_type, self.mechanisms, digest_algorithm, pss)
         payload = plan.prepare(data)
 
