@@ -86,7 +86,7 @@ class TrustAnchorInvalid(InvalidInput):
 
 class UploadTooLarge(QsignError):
     code = "upload_too_large"
-    message_template = N_("The upload is larger than the limit of {limit_mb} MB.")
+    message_template = N_("The upload is larger than the limit of {limit_mb} MiB.")
     http_status = 413
     exit_code = 2
 

@@ -71,6 +71,11 @@ def _yes_no(value: bool | None, _) -> str:
     return _("yes") if value else _("no")
 
 
+def _field(_, label: str, value: object, indent: str = "") -> str:
+    """Return one ``label: value`` line; the separator is translated (Chinese uses a full-width colon)."""
+    return indent + _("{label}: {value}").format(label=_(label), value=value)
+
+
 def _signature_lines(index: int, signature: SignatureReport, _) -> list[str]:
     title = f"{_(_KINDS[signature.kind])} {index}"
     if signature.field is not None and signature.revision is not None:
@@ -79,34 +84,38 @@ def _signature_lines(index: int, signature: SignatureReport, _) -> list[str]:
     elif signature.field is not None:
         title += _(" (field {field})").format(field=signature.field)
     indication = signature.indication + (f"/{signature.sub_indication}" if signature.sub_indication else "")
-    lines = [f"{title}: {_(_VERDICTS[signature.status])} ({indication})"]
+    lines = [_("{label}: {value}").format(label=title, value=f"{_(_VERDICTS[signature.status])} ({indication})")]
+    indent = "  "
 
-    lines.append(f"  {_('Signer')}: {signature.signer or _('unknown')}")
+    lines.append(_field(_, N_("Signer"), signature.signer or _("unknown"), indent))
     if signature.signer_certificate is not None:
         certificate = signature.signer_certificate
-        lines.append(f"  {_('Issuer')}: {certificate.issuer}")
-        lines.append(f"  {_('Certificate valid')}: {certificate.not_before} – {certificate.not_after}")
+        lines.append(_field(_, N_("Issuer"), certificate.issuer, indent))
+        lines.append(_field(_, N_("Certificate valid"), f"{certificate.not_before} – {certificate.not_after}",
+                            indent))
     if signature.signing_time:
-        lines.append(f"  {_('Signing time (claimed by the signer)')}: {signature.signing_time}")
+        lines.append(_field(_, N_("Signing time (claimed by the signer)"), signature.signing_time, indent))
     if signature.timestamp_time:
-        lines.append(f"  {_('Timestamp time')}: {signature.timestamp_time}")
+        lines.append(_field(_, N_("Timestamp time"), signature.timestamp_time, indent))
     if signature.timestamp is not None:
-        lines.append(f"  {_('Signature timestamp')}: {signature.timestamp.time} "
-                     f"({_('trusted')}: {_yes_no(signature.timestamp.trusted, _)})")
+        trusted = _field(_, N_("trusted"), _yes_no(signature.timestamp.trusted, _))
+        lines.append(_field(_, N_("Signature timestamp"), f"{signature.timestamp.time} ({trusted})", indent))
     if signature.digest_algorithm:
-        lines.append(f"  {_('Algorithms')}: {signature.digest_algorithm}, {signature.signature_algorithm}")
+        lines.append(_field(_, N_("Algorithms"), f"{signature.digest_algorithm}, {signature.signature_algorithm}",
+                            indent))
 
-    lines.append(f"  {_('Intact')}: {_yes_no(signature.intact, _)}   {_('Valid')}: {_yes_no(signature.valid, _)}"
-                 f"   {_('Trusted')}: {_yes_no(signature.trusted, _)}")
+    checks = "   ".join(_field(_, label, _yes_no(value, _)) for label, value in (
+        (N_("Intact"), signature.intact), (N_("Valid"), signature.valid), (N_("Trusted"), signature.trusted)))
+    lines.append(indent + checks)
     if signature.coverage is not None:
-        lines.append(f"  {_('Coverage')}: {_(_COVERAGE.get(signature.coverage, signature.coverage))}")
+        lines.append(_field(_, N_("Coverage"), _(_COVERAGE.get(signature.coverage, signature.coverage)), indent))
     if signature.modified_after is not None:
         changes = _(_MODIFICATIONS.get(signature.modifications, signature.modifications)) \
             if signature.modifications else _("not analysed")
-        lines.append(f"  {_('Changes after signing')}: {changes}")
+        lines.append(_field(_, N_("Changes after signing"), changes, indent))
     for code in signature.errors:
         message = _(PROBLEM_MESSAGES[code]) if code in PROBLEM_MESSAGES else code
-        lines.append(f"  ! {message} [{code}]")
+        lines.append(f"{indent}! {message} [{code}]")
     return lines
 
 
@@ -114,15 +123,14 @@ def format_summary(report: Report, language: str) -> str:
     """Return the report as text lines for a terminal, in ``language``."""
     _ = gettext_for(language)
     file = report.file
-    lines = [
-        f"{_('File')}: {file.name} ({_('{size} bytes').format(size=file.size)}, SHA-256 {file.sha256})",
-    ]
+    size = _("{size} bytes").format(size=file.size)
+    lines = [_field(_, N_("File"), f"{file.name} ({size}, SHA-256 {file.sha256})")]
     if report.content is not None:
-        lines.append(f"{_('Signed content')}: {report.content.name} (SHA-256 {report.content.sha256})")
-    lines.append(f"{_('Verdict')}: {_(_VERDICTS[report.verdict])}")
-    lines.append(f"{_('Validation time')}: {report.validation_time}")
+        lines.append(_field(_, N_("Signed content"), f"{report.content.name} (SHA-256 {report.content.sha256})"))
+    lines.append(_field(_, N_("Verdict"), _(_VERDICTS[report.verdict])))
+    lines.append(_field(_, N_("Validation time"), report.validation_time))
     anchors = ", ".join(anchor["subject"] for anchor in report.trust.anchors) or _("none")
-    lines.append(f"{_('Trust anchors')}: {anchors}")
+    lines.append(_field(_, N_("Trust anchors"), anchors))
     for code in report.errors:
         lines.append(f"! {_(PROBLEM_MESSAGES.get(code, code))} [{code}]")
 
