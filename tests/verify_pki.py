@@ -8,6 +8,7 @@ validator, independently of qsign's signing code.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import io
 import shutil
@@ -159,7 +160,7 @@ def append_page_content(data: bytes, text: bytes = b"0 0 1 rg 10 10 200 200 re f
 
 def sign_cms(data: bytes, signer: signers.SimpleSigner, detached: bool = True) -> bytes:
     """Return a DER CMS SignedData over ``data``, detached or with the content inside."""
-    content_info = signer.sign_general_data(data, "sha256", detached=detached)
+    content_info = asyncio.run(signer.async_sign_general_data(data, "sha256", detached=detached))
     return content_info.dump()
 
 
