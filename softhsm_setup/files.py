@@ -10,7 +10,7 @@ __all__ = ["Status", "ensure_directory", "write_file"]
 
 
 class Status(enum.Enum):
-    """What ``qsign softhsm init`` did with one file, token, key or certificate."""
+    """Outcome of ``qsign softhsm init`` for one file, token, key or certificate."""
 
     CREATED = "created"
     UPDATED = "updated"

@@ -6,14 +6,16 @@ step first looks for what it would make and keeps what it finds, after checking 
 
 - a missing token, key, certificate object, certificate file, PIN file or config key is made;
 - an existing key with another type, size, ``CKA_ID`` or protection attributes raises
-  ``KeyMismatch``; a certificate object that does not certify its key or was not issued by the
-  intermediate CA raises ``CertificateMismatch``; a CA with only its key or only its certificate
-  raises ``PkiIncomplete``. Nothing is deleted or replaced then: the message says to remove the
-  state dir and start again;
+  ``KeyMismatch``. A certificate object that does not certify its key, or that the intermediate CA
+  did not issue, raises ``CertificateMismatch``. A CA with only its key or only its certificate
+  raises ``PkiIncomplete``. In these cases nothing is deleted or replaced, and the message says to
+  remove the state dir and start again;
 - a certificate file in ``pki/`` always mirrors the certificate object on the token, and is rewritten
   when it differs.
 
-So a second run on a complete state dir writes no file and reports every item as ``exists``.
+So a second run on a complete state dir writes none of these files and reports every item as
+``exists``. SoftHSM2 itself still rewrites each ``token.object`` at login (2.6.1 increments a
+counter in its first 8 bytes), because init logs in to check the private keys.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def _check_certificate(layout: StateLayout, spec: KeySpec, certificate: x509.Cer
 
 
 def _write_certificate_file(path: Path, certificate: x509.Certificate, written: list[Path]) -> None:
-    """Write ``certificate`` to ``path`` unless the file already holds exactly it."""
+    """Write ``certificate`` to ``path`` unless the file already contains exactly this certificate."""
     data = certificate_pem(certificate)
     if path.exists() and path.read_bytes() == data:
         return
@@ -231,10 +233,10 @@ def _ca_result(role: str, path: Path, certificate: x509.Certificate, status: Sta
 def _write_pin_files(layout: StateLayout, pins: dict[str, _TokenPins], written: list[Path]) -> None:
     """Write each missing PIN file (mode 0600) with the PIN the tokens were initialised or opened with.
 
-    Runs after every token accepted its user PIN, so a file never holds a PIN that failed.
+    Runs after every token accepted its user PIN, so a file never contains a PIN that failed.
     """
-    # NOTE: the SO PIN is not tried, because SoftHSM2 tokens here never need it after
-    # initialisation; an SO PIN file written for an existing token assumes the test SO PIN.
+    # NOTE: the SO PIN is never tried, because these tokens need it only for initialisation. An SO PIN
+    # file written for a token that already existed contains the test SO PIN, unverified.
     ensure_directory(layout.secrets_dir, 0o700)
     for token in TOKENS:
         for relative, pin in ((token.pin_file, pins[token.label].user_pin),

@@ -40,7 +40,7 @@ class KeyResult:
 class CertificateResult:
     #: ``root-ca``, ``intermediate-ca``, ``officer`` or ``seal``.
     role: str
-    #: Token that holds the certificate object; ``None`` for the CAs, which exist as files only.
+    #: Token that contains the certificate object, or ``None`` for the CAs, which exist only as files.
     token_label: str | None
     #: Label of the key (and of the certificate object); the file stem for the CAs.
     label: str

@@ -1,7 +1,7 @@
 """What ``qsign softhsm init`` makes: two tokens, five keys, their certificates and test PINs.
 
-Officers sign with keys on the token ``qsign-officer`` (a stand-in for a smart card); bulk sealing
-uses the keys on ``qsign-hsm`` (a stand-in for an HSM). Every key has a fixed two-byte ``CKA_ID``,
+Officers sign with keys on the token ``qsign-officer``, a stand-in for a smart card. Bulk sealing
+uses the keys on ``qsign-hsm``, a stand-in for an HSM. Every key has a fixed two-byte ``CKA_ID``,
 unique across both tokens, so a key and its certificate pair by ``CKA_ID`` as PKCS#11 tools expect.
 """
 
@@ -23,7 +23,7 @@ __all__ = [
     "keys_of",
 ]
 
-#: User PIN of both test tokens. Test set-ups only: anyone who reads this file knows it.
+#: User PIN of both test tokens, for test set-ups only because this source file publishes it.
 TEST_USER_PIN = "123456"
 #: Security officer PIN of both test tokens. Test set-ups only.
 TEST_SO_PIN = "12345678"

@@ -10,7 +10,7 @@ from softhsm_setup.files import Status
 from softhsm_setup.report import InitReport
 from softhsm_setup.specs import TEST_SO_PIN, TEST_USER_PIN
 
-__all__ = ["TEST_PIN_WARNING", "format_report", "test_pin_warning_lines", "report_json"]
+__all__ = ["TEST_PIN_WARNING", "format_report", "pin_warning_lines", "report_json"]
 
 TEST_PIN_WARNING = N_("WARNING: these are TEST PINs, published in the qsign source code. "
                       "Use these tokens for tests and demonstrations only, never for real documents.")
@@ -27,7 +27,7 @@ _ROLE_TEXT = {
 }
 
 
-def test_pin_warning_lines() -> list[str]:
+def pin_warning_lines() -> list[str]:
     """Return the test PIN warning in English and in Chinese, whatever the output language."""
     return [translate(TEST_PIN_WARNING, "en"), translate(TEST_PIN_WARNING, "zh_CN")]
 
@@ -77,7 +77,7 @@ def _certificate_lines(report: InitReport, language: str) -> list[str]:
 
 
 def _pin_lines(report: InitReport, language: str) -> list[str]:
-    lines = test_pin_warning_lines()
+    lines = pin_warning_lines()
     for token in report.tokens:
         if token.uses_test_pins:
             text = translate("{token}: user PIN {user_pin} ({pin_file}), SO PIN {so_pin} ({so_pin_file})",

@@ -184,8 +184,8 @@ def _unwrap_ec_point(value: bytes, curve: ec.EllipticCurve) -> bytes:
     """Return the X9.62 point from ``CKA_EC_POINT``.
 
     PKCS#11 specifies the point DER-encoded as an OCTET STRING, and SoftHSM2 returns it that way;
-    some modules return the bare point. The length tells them apart: an uncompressed point is
-    ``1 + 2 * field bytes`` long, its OCTET STRING wrapping two bytes longer.
+    some modules return the bare point. The length distinguishes the two: an uncompressed point is
+    ``1 + 2 * field bytes`` long, and its OCTET STRING wrapping is two bytes longer.
     """
     field_bytes = (curve.key_size + 7) // 8
     if len(value) == 1 + 2 * field_bytes:

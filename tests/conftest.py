@@ -1,8 +1,8 @@
 """Shared fixtures: the SoftHSM2 state dir of the test session and a runner for the ``qsign`` CLI.
 
 A PKCS#11 module is initialised once per process, with the ``SOFTHSM2_CONF`` of that moment. Tests
-in this process use the tokens of ``softhsm_state``; a test that needs other tokens runs ``qsign``
-in a subprocess with its own ``--state-dir`` through ``run_qsign``.
+in this process therefore use the tokens of ``softhsm_state``. A test that needs other tokens runs
+``qsign`` in a subprocess with its own ``--state-dir`` through ``run_qsign``.
 """
 
 from __future__ import annotations

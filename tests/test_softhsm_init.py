@@ -350,8 +350,8 @@ def test_second_run_changes_nothing(tmp_path):
     assert "未做任何更改" in completed.stdout
     assert "WARNING: these are TEST PINs" in completed.stdout
     assert "警告：以下是测试 PIN" in completed.stdout
-    # C_Login makes SoftHSM2 2.6.1 rewrite token.object with its 8-byte generation counter
-    # incremented; every other byte of the token, and every other file, must stay the same.
+    # Measured with SoftHSM2 2.6.1: C_Login rewrites token.object and increments a counter in its
+    # first 8 bytes. The next test checks the rest of token.object, and here every other file.
     for name in before:
         if name.endswith("/token.object"):
             continue
@@ -434,3 +434,12 @@ def test_missing_module_reported(monkeypatch):
     assert raised.value.code == "softhsm_module_missing"
     assert "apt-get install softhsm2" in raised.value.message("en")
     assert "apt-get install softhsm2" in raised.value.message("zh_CN")
+
+
+def test_missing_softhsm_util_reported(tmp_path):
+    completed = run_qsign("softhsm", "init", "--json", state_dir=tmp_path, env={"PATH": str(tmp_path / "empty")})
+    error = json.loads(completed.stdout)["error"]
+
+    assert completed.returncode == 1
+    assert error["code"] == "softhsm_util_missing"
+    assert "apt-get install softhsm2" in error["message"]
