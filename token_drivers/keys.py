@@ -148,7 +148,7 @@ class TokenKey:
     def _key_handle_lost(self, ids: dict[str, str]) -> TokenError:
         """Return the error for a key handle the module no longer knows.
 
-        SoftHSM2 2.6.1 answers ``CKR_OBJECT_HANDLE_INVALID`` when its token was deleted under an
+        SoftHSM2 2.6.1 returns ``CKR_OBJECT_HANDLE_INVALID`` when its token was deleted under an
         open session, so the token is looked up again: gone or replaced means ``device_removed``,
         still there means the key object itself was deleted.
         """
