@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES = (
     "token_drivers.cli",
     "signing.cli",
     "verify_service.cli",
+    "archive.cli",
     "qsign.demo",
 )
 
