@@ -15,6 +15,7 @@ Errors are ``{"code", "message", "request_id"}`` with the message in the languag
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import signal
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
@@ -38,6 +40,9 @@ __all__ = ["create_app", "serve", "start_server"]
 _logger = logging.getLogger(__name__)
 
 _SETTINGS = web.AppKey("settings", ServiceSettings)
+#: Id of the request being handled, for log lines and error bodies (a context variable, so each
+#: request task sees its own).
+_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 
 #: Content types accepted as a raw request body, and the file name used when the request names none.
@@ -77,9 +82,9 @@ class MethodNotAllowed(QsignError):
 
 def _error_response(request: web.Request, error: QsignError) -> web.Response:
     language = negotiate_language(request.headers.get("Accept-Language"))
-    body = {"code": error.code, "message": error.message(language), "request_id": request["request_id"]}
-    return web.json_response(body, status=error.http_status, dumps=_dumps,
-                             headers={"X-Request-Id": request["request_id"]})
+    request_id = _REQUEST_ID.get()
+    body = {"code": error.code, "message": error.message(language), "request_id": request_id}
+    return web.json_response(body, status=error.http_status, dumps=_dumps, headers={"X-Request-Id": request_id})
 
 
 def _dumps(value: object) -> str:
@@ -91,12 +96,12 @@ async def _request_middleware(request: web.Request,
                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                               ) -> web.StreamResponse:
     """Give each request an id, and turn every error into the JSON error body."""
-    request["request_id"] = uuid.uuid4().hex
+    request_id = uuid.uuid4().hex
+    _REQUEST_ID.set(request_id)
     try:
         response = await handler(request)
     except QsignError as error:
-        _logger.info("request %s %s %s failed: %s", request["request_id"], request.method, request.path,
-                     error.code)
+        _logger.info("request %s %s %s failed: %s", request_id, request.method, request.path, error.code)
         return _error_response(request, error)
     except web.HTTPNotFound:
         return _error_response(request, RouteNotFound(method=request.method, path=request.path))
@@ -108,17 +113,21 @@ async def _request_middleware(request: web.Request,
     except web.HTTPException:
         raise
     except Exception:
-        _logger.exception("request %s %s %s failed", request["request_id"], request.method, request.path)
+        _logger.exception("request %s %s %s failed", request_id, request.method, request.path)
         return _error_response(request, QsignError())
-    response.headers["X-Request-Id"] = request["request_id"]
+    response.headers["X-Request-Id"] = request_id
     return response
 
 
 def _safe_name(raw: str | None, default: str) -> str:
-    """Return the last part of an uploaded file name, so that no path reaches the report."""
+    """Return the last part of an uploaded file name, so that no path reaches the report.
+
+    Percent-escapes are decoded first: aiohttp and some other clients percent-encode the multipart
+    ``filename`` parameter instead of sending UTF-8.
+    """
     if not raw:
         return default
-    name = PureWindowsPath(PurePosixPath(raw).name).name.strip()
+    name = PureWindowsPath(PurePosixPath(unquote(raw)).name).name.strip()
     return name[:_MAX_NAME_LENGTH] or default
 
 
@@ -185,7 +194,7 @@ async def _handle_verify(request: web.Request) -> web.Response:
 
         file_path, file_name = saved["file"]
         content_path, content_name = saved.get("content", (None, None))
-        _logger.info("request %s: verifying upload %s", request["request_id"], file_name)
+        _logger.info("request %s: verifying upload %s", _REQUEST_ID.get(), file_name)
         loop = asyncio.get_running_loop()
         report = await loop.run_in_executor(
             request.app[_EXECUTOR],
