@@ -22,8 +22,10 @@ __all__ = [
     "OutputInvalid",
     "PageOutOfRange",
     "RectInvalid",
+    "RectOutsidePage",
     "SealImageInvalid",
     "FontNotFound",
+    "FontUnsupported",
     "DigestNotAllowed",
     "KeyTypeUnsupported",
     "ChainNotFound",
@@ -97,6 +99,12 @@ class RectInvalid(InvalidInput):
                           "with 0 <= x1 < x2 and 0 <= y1 < y2.")
 
 
+class RectOutsidePage(InvalidInput):
+    code = "rect_outside_page"
+    message_template = N_("The rectangle {rect} does not fit on page {page}, whose media box is {box} "
+                          "(PDF points, x1,y1,x2,y2).")
+
+
 class SealImageInvalid(InvalidInput):
     code = "seal_image_invalid"
     message_template = N_("The seal image {path} cannot be used: {reason}")
@@ -105,7 +113,12 @@ class SealImageInvalid(InvalidInput):
 class FontNotFound(ConfigError):
     code = "font_not_found"
     message_template = N_("The CJK font {path} for the visible signature was not found. "
-                          "Install the Debian package fonts-droid-fallback or give another TrueType font.")
+                          "Install the Debian package fonts-noto-cjk or give another OpenType font.")
+
+
+class FontUnsupported(ConfigError):
+    code = "font_unsupported"
+    message_template = N_("The font {path} cannot be used for the visible signature: {reason}")
 
 
 class DigestNotAllowed(InvalidInput):

@@ -30,7 +30,8 @@ from pyhanko.sign.timestamps import TimeStamper
 from pyhanko_certvalidator import ValidationContext
 
 from signing.appearance import VisibleSignature, build_stamp_style, check_rect, resolve_page_index
-from signing.errors import PdfEncrypted, PdfMalformed, PdfPasswordIncorrect, PdfSigningNotAllowed, SigningFailed
+from signing.errors import (PdfEncrypted, PdfMalformed, PdfPasswordIncorrect, PdfSigningNotAllowed, RectOutsidePage,
+                            SigningFailed)
 from signing.files import atomic_output, check_input_file, check_output_path, check_pdf_header
 from signing.pkcs11_signer import TokenSigner
 from signing.result import SignResult, signer_common_name
@@ -126,11 +127,26 @@ def _open_writer(handle: BinaryIO, path: Path, password: bytes | None) -> Increm
     return writer
 
 
+def _media_box(writer: IncrementalPdfFileWriter, page_index: int) -> tuple[float, float, float, float]:
+    """Return the page's /MediaBox, which a page may inherit from its ancestors in the page tree."""
+    node = writer.find_page_for_modification(page_index)[0].get_object()
+    while "/MediaBox" not in node:
+        node = node["/Parent"]
+    x1, y1, x2, y2 = (float(value) for value in node["/MediaBox"])
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
 def _field_spec(writer: IncrementalPdfFileWriter, field_name: str, visible: VisibleSignature | None) -> SigFieldSpec:
     if visible is None:
         return SigFieldSpec(sig_field_name=field_name)
+
     check_rect(visible.rect)
     page_index = resolve_page_index(visible.page, _page_count(writer))
+    box = _media_box(writer, page_index)
+    x1, y1, x2, y2 = visible.rect
+    if x1 < box[0] or y1 < box[1] or x2 > box[2] or y2 > box[3]:
+        raise RectOutsidePage(rect=",".join(f"{value:g}" for value in visible.rect), page=visible.page,
+                              box=",".join(f"{value:g}" for value in box))
     return SigFieldSpec(sig_field_name=field_name, on_page=page_index, box=visible.rect)
 
 

@@ -131,7 +131,8 @@ def estimate_bytes_reserved(signing_cert: x509.Certificate, chain: Iterable[x509
 
     # SignedData/SignerInfo headers, OIDs, algorithm identifiers (PSS parameters are the largest,
     # about 70 bytes), content-type and signing-time attributes, DER length octets. pyHanko 0.38 uses
-    # about 330 bytes of this for an RSA PSS signature; 1,024 leaves room for a longer attribute set.
+    # about 240 bytes of this for an RSA-PSS signature (measured with a two-CA chain); 1,024 leaves room
+    # for longer names and attribute sets.
     fixed = 1024
     return 2 * (variable + fixed)
 
