@@ -9,6 +9,7 @@ import pytest
 from verify_pki import (  # noqa: F401  (fixtures)
     SIGNER_COMMON_NAME,
     TestPki,
+    add_document_timestamp,
     append_page_content,
     real_pdf,
     sign_pdf_bytes,
@@ -167,6 +168,48 @@ def test_second_signature_tampered(signed_pdf: Path, test_pki: TestPki, tmp_path
 
     assert report.verdict == "invalid"
     assert [signature.intact for signature in report.signatures] == [False, False]
+
+
+def test_timestamps_reported(capsys, test_pki: TestPki, verify_state: Path, tmp_path: Path) -> None:
+    """A signature with a signature timestamp, then a document timestamp in the next revision."""
+    source = real_pdf("xiaoshan-sample.pdf").read_bytes()
+    signed = sign_pdf_bytes(source, test_pki.signer, timestamper=test_pki.timestamper)
+    path = tmp_path / "timestamped.pdf"
+    path.write_bytes(add_document_timestamp(signed, test_pki.timestamper))
+
+    exit_code, report = run_json(capsys, "verify", str(path), "--state-dir", str(verify_state))
+
+    assert exit_code == 0
+    assert report["verdict"] == "valid"
+    signature, document_timestamp = report["signatures"]
+    assert signature["kind"] == "pdf_signature"
+    assert signature["timestamp"]["trusted"] is True
+    assert signature["timestamp"]["tsa"].startswith("CN=qsign 测试时间戳服务")
+    assert signature["modifications"] == "lta_updates"
+    assert document_timestamp["kind"] == "document_timestamp"
+    assert document_timestamp["field"] == "Timestamp1"
+    assert document_timestamp["timestamp_time"] is not None
+    assert document_timestamp["trusted"] is True
+    assert document_timestamp["coverage"] == "entire_file"
+
+
+def test_timestamp_untrusted_indeterminate(test_pki: TestPki, tmp_path: Path) -> None:
+    """The signer chains to the anchor but the TSA does not: not valid, and the report says why."""
+    source = real_pdf("xiaoshan-sample.pdf").read_bytes()
+    path = tmp_path / "timestamped.pdf"
+    path.write_bytes(sign_pdf_bytes(source, test_pki.signer, timestamper=test_pki.untrusted_timestamper))
+    trust = trust_from_files([test_pki.root_pem], [test_pki.intermediate_pem])
+
+    report = verify_file(path, trust=trust)
+
+    signature = report.signatures[0]
+    assert signature.trusted is True
+    assert signature.timestamp is not None
+    assert signature.timestamp.valid is True
+    assert signature.timestamp.trusted is False
+    assert "timestamp_untrusted" in signature.errors
+    assert signature.indication == "INDETERMINATE"
+    assert report.verdict == "indeterminate"
 
 
 def test_unsigned_pdf_indeterminate(capsys, verify_state: Path) -> None:

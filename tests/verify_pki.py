@@ -21,10 +21,11 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign import signers
+from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def _name(common_name: str, organization: str = SIGNER_ORGANIZATION) -> x509.Nam
 
 
 def _certificate(subject: x509.Name, public_key, issuer: x509.Name, issuer_key, *, ca: bool,
-                 key_usage: x509.KeyUsage, issuer_public_key=None) -> x509.Certificate:
+                 key_usage: x509.KeyUsage, extended_key_usage=None) -> x509.Certificate:
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
@@ -64,9 +65,11 @@ def _certificate(subject: x509.Name, public_key, issuer: x509.Name, issuer_key, 
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(key_usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            issuer_public_key or issuer_key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                       critical=False)
     )
+    if extended_key_usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(extended_key_usage), critical=True)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -88,6 +91,10 @@ class TestPki:
     signer_pem: Path
     other_root_pem: Path
     signer: signers.SimpleSigner
+    #: An RFC 3161 TSA in memory, with a certificate from the intermediate CA.
+    timestamper: DummyTimeStamper
+    #: A TSA whose certificate comes from the unrelated root.
+    untrusted_timestamper: DummyTimeStamper
 
     __test__ = False  # not a test class, despite the name
 
@@ -117,6 +124,11 @@ def make_pki(directory: Path) -> TestPki:
     signer_certificate = _certificate(_name(SIGNER_COMMON_NAME), signer_key.public_key(), intermediate_name,
                                       intermediate_key, ca=False, key_usage=_SIGNER_USAGE)
 
+    tsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # DummyTimeStamper is RSA-only
+    tsa_certificate = _certificate(_name("qsign 测试时间戳服务"), tsa_key.public_key(), intermediate_name,
+                                   intermediate_key, ca=False, key_usage=_SIGNER_USAGE,
+                                   extended_key_usage=[ExtendedKeyUsageOID.TIME_STAMPING])
+
     other_key = ec.generate_private_key(ec.SECP256R1())
     other_name = _name("Unrelated Root CA", "Elsewhere Ltd")
     other_root = _certificate(other_name, other_key.public_key(), other_name, other_key, ca=True,
@@ -130,6 +142,17 @@ def make_pki(directory: Path) -> TestPki:
         signing_key=asn1_keys.PrivateKeyInfo.load(signer_key_der),
         cert_registry=registry,
     )
+    other_tsa_certificate = _certificate(_name("Unrelated TSA", "Elsewhere Ltd"), tsa_key.public_key(), other_name,
+                                         other_key, ca=False, key_usage=_SIGNER_USAGE,
+                                         extended_key_usage=[ExtendedKeyUsageOID.TIME_STAMPING])
+    tsa_key_der = tsa_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+    timestamper = DummyTimeStamper(tsa_cert=_to_asn1(tsa_certificate),
+                                   tsa_key=asn1_keys.PrivateKeyInfo.load(tsa_key_der),
+                                   certs_to_embed=registry)
+    untrusted_timestamper = DummyTimeStamper(
+        tsa_cert=_to_asn1(other_tsa_certificate), tsa_key=asn1_keys.PrivateKeyInfo.load(tsa_key_der),
+        certs_to_embed=SimpleCertificateStore.from_certs([_to_asn1(other_root)]))
     return TestPki(
         directory=directory,
         root_pem=_write_pem(directory / "root-ca.pem", root),
@@ -137,14 +160,27 @@ def make_pki(directory: Path) -> TestPki:
         signer_pem=_write_pem(directory / "signer.pem", signer_certificate),
         other_root_pem=_write_pem(directory / "other-root-ca.pem", other_root),
         signer=signer,
+        timestamper=timestamper,
+        untrusted_timestamper=untrusted_timestamper,
     )
 
 
-def sign_pdf_bytes(data: bytes, signer: signers.SimpleSigner, field_name: str = "Signature1") -> bytes:
-    """Sign a PDF in an incremental update with an invisible signature field; return the new file."""
+def sign_pdf_bytes(data: bytes, signer: signers.SimpleSigner, field_name: str = "Signature1",
+                   timestamper: DummyTimeStamper | None = None) -> bytes:
+    """Sign a PDF in an incremental update with an invisible signature field; return the new file.
+
+    With ``timestamper``, the signature gets an RFC 3161 signature timestamp.
+    """
     writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
     metadata = signers.PdfSignatureMetadata(field_name=field_name)
-    output = signers.sign_pdf(writer, metadata, signer=signer)
+    output = signers.sign_pdf(writer, metadata, signer=signer, timestamper=timestamper)
+    return output.getvalue()
+
+
+def add_document_timestamp(data: bytes, timestamper: DummyTimeStamper, field_name: str = "Timestamp1") -> bytes:
+    """Append a document timestamp (/DocTimeStamp) in an incremental update."""
+    writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
+    output = signers.PdfTimeStamper(timestamper, field_name=field_name).timestamp_pdf(writer, "sha256")
     return output.getvalue()
 
 
