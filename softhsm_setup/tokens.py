@@ -3,8 +3,8 @@
 python-pkcs11 0.10 has no call for ``C_InitToken``, so tokens are initialised by ``softhsm2-util
 --init-token --free`` in a subprocess (about 10 ms per token in a one-off measurement with
 SoftHSM2 2.6.1 on Debian 12). SoftHSM2 lists only the tokens it found at ``C_Initialize``, so the
-caller reinitializes the module after creating one. Every function that takes a session calls into the module: the caller must hold
-``Pkcs11Module.lock``.
+caller reinitializes the module after creating one. Every function that takes a session calls
+into the module, so the caller must hold ``Pkcs11Module.lock``.
 """
 
 from __future__ import annotations
