@@ -35,7 +35,7 @@ from archive.audit import AuditEntry, AuditOutcome
 from archive.checkpoint import open_signer, write_checkpoint
 from archive.crypto import KeyEncryptionKey, KeyFileKek, Pkcs11Kek
 from archive.db import create_archive_engine, read_transaction, write_transaction
-from archive.errors import DocumentNotFound, InvalidDigest, KeyEncryptionKeyUnavailable, SignerUnavailable
+from archive.errors import DocumentNotFound, InvalidDigest, SignerUnavailable
 from archive.migrate import upgrade
 from archive.schema import audit_log, documents, job_items, requests
 from archive.settings import ArchiveSettings, load_settings
@@ -86,16 +86,6 @@ def normalize_sha256(value: str) -> str:
     return lowered
 
 
-def _profile_pin(config: Config, profile_name: str) -> str | None:
-    profile = config.tokens[profile_name]
-    if profile.pin_env and os.environ.get(profile.pin_env):
-        return os.environ[profile.pin_env]
-    if profile.pin_file:
-        lines = profile.pin_file.read_text(encoding="utf-8").splitlines()
-        return lines[0].strip() if lines else ""
-    return None
-
-
 def open_kek(settings: ArchiveSettings, config: Config) -> KeyEncryptionKey | None:
     """Open the configured key-encryption key, or return None when encryption is off."""
     if settings.encryption == "off":
@@ -103,13 +93,11 @@ def open_kek(settings: ArchiveSettings, config: Config) -> KeyEncryptionKey | No
     if settings.encryption == "keyfile":
         return KeyFileKek(settings.kek_file, create=settings.kek_create)
 
+    from token_drivers.pin import read_pin
+
     profile = config.tokens[settings.kek_profile]
     apply_environment(config)
-    try:
-        pin = _profile_pin(config, settings.kek_profile)
-    except OSError as error:
-        raise KeyEncryptionKeyUnavailable(reason=f"PIN file of profile {profile.name} cannot be read "
-                                                 f"({error.strerror})") from error
+    pin = read_pin(profile.pin_file, pin_env=profile.pin_env or "QSIGN_PIN", interactive=False)
     return Pkcs11Kek(profile.module, profile.token_label, profile.key_label, pin, create=settings.kek_create)
 
 

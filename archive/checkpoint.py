@@ -87,12 +87,8 @@ def open_signer(settings: ArchiveSettings, config: Config) -> Any | None:
 
 
 def _digest_for(signer: Signer) -> str:
-    key_type = getattr(signer, "key_type", None)
-    bits = getattr(signer, "bits", None) or 0
-    curve = getattr(signer, "curve", None)
-    if curve == "secp384r1" or (key_type == "rsa" and bits >= 3072):
-        return "sha384"
-    return "sha256"
+    default = getattr(signer, "default_digest_algorithm", None)
+    return default() if callable(default) else "sha256"
 
 
 @dataclass(frozen=True)

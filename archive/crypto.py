@@ -98,47 +98,66 @@ def _create_key_file(path: Path) -> None:
 class Pkcs11Kek:
     """A non-extractable AES-256 KEK on a PKCS#11 token; wrap and unwrap run on the token.
 
-    The session stays open (and logged in) until ``close``, because closing the session that logged
-    in logs the token's other sessions in this process out. Every call holds the module lock.
+    The session is opened without a PIN and logged in with ``C_Login`` (``token_drivers.login``), like
+    ``token_drivers.keys``. The PIN stays in memory while the KEK is open, because another session of
+    this process on the same token may log this one out (``C_Logout`` is per application); a call that
+    meets a lost login logs in again once. Every call holds the module lock.
     """
 
-    def __init__(self, module_path: str, token_label: str, key_label: str, pin: str | None,
+    def __init__(self, module_path: str, token_label: str, key_label: str, pin: str,
                  create: bool = False) -> None:
         import pkcs11
         import pkcs11.exceptions as p11
 
         from token_drivers.errors import pkcs11_errors
+        from token_drivers.keys import find_token
         from token_drivers.module import load_module
+        from token_drivers.pin import PinState, check_pin_state
 
         self._pkcs11 = pkcs11
+        self._p11 = p11
         self._module = load_module(module_path)
+        self._pin = pin
         self._error_params = {"token": token_label, "key": key_label}
         self.key_id = f"pkcs11:{token_label}/{key_label}"
 
         with self._module.lock, pkcs11_errors(**self._error_params):
-            token = self._module.lib.get_token(token_label=token_label)
+            token = find_token(self._module, token_label)
+            check_pin_state(PinState.from_flags(int(token.flags)), token_label, allow_final_try=False)
+            self._session = token.open(rw=True)
             try:
-                self._session = token.open(rw=True, user_pin=pin)
-            except p11.UserAlreadyLoggedIn:
-                # Another session of this process logged in to the token already; the login is shared.
-                self._session = token.open(rw=True)
-
-            try:
-                self._key = self._session.get_key(object_class=pkcs11.ObjectClass.SECRET_KEY,
-                                                  key_type=pkcs11.KeyType.AES, label=key_label)
-            except p11.NoSuchKey:
-                if not create:
-                    self._session.close()
-                    raise KeyEncryptionKeyUnavailable(
-                        reason=f"no AES key {key_label} on token {token_label} (set archive.kek_create = "
-                               f"true to create it)", ids=self._error_params) from None
-                self._key = self._generate(key_label)
-
-            if self._key[pkcs11.Attribute.EXTRACTABLE] or not self._key[pkcs11.Attribute.SENSITIVE]:
+                self._login()
+                self._key = self._find_or_create(key_label, create)
+            except BaseException:
                 self._session.close()
+                raise
+
+    def _login(self) -> None:
+        from token_drivers.login import CKU_USER, c_login
+
+        try:
+            c_login(self._module, self._session.handle, CKU_USER, self._pin)
+        except self._p11.UserAlreadyLoggedIn:
+            # Another session of this process logged in; PKCS#11 shares the login per application.
+            pass
+
+    def _find_or_create(self, key_label: str, create: bool):
+        pkcs11 = self._pkcs11
+        try:
+            key = self._session.get_key(object_class=pkcs11.ObjectClass.SECRET_KEY,
+                                        key_type=pkcs11.KeyType.AES, label=key_label)
+        except self._p11.NoSuchKey:
+            if not create:
                 raise KeyEncryptionKeyUnavailable(
-                    reason=f"AES key {key_label} on token {token_label} is extractable or not sensitive; "
-                           f"create a non-extractable key", ids=self._error_params)
+                    reason=f"no AES key {key_label} on token {self._error_params['token']} (set "
+                           f"archive.kek_create = true to create it)", ids=self._error_params) from None
+            key = self._generate(key_label)
+
+        if key[pkcs11.Attribute.EXTRACTABLE] or not key[pkcs11.Attribute.SENSITIVE]:
+            raise KeyEncryptionKeyUnavailable(
+                reason=f"AES key {key_label} on token {self._error_params['token']} is extractable or not "
+                       f"sensitive; create a non-extractable key", ids=self._error_params)
+        return key
 
     def _generate(self, key_label: str):
         attribute = self._pkcs11.Attribute
@@ -150,11 +169,31 @@ class Pkcs11Kek:
         _logger.info("created non-extractable archive KEK %s", self.key_id)
         return key
 
-    def wrap(self, data_key: bytes) -> bytes:
+    def _call(self, function):
+        """Run ``function`` under the module lock, recovering once from a lost login.
+
+        After another session's ``C_Logout`` this session is logged out too and the handles of private
+        objects become invalid, so log in again, find the key again by its label, and retry.
+        """
         from token_drivers.errors import pkcs11_errors
 
-        attribute = self._pkcs11.Attribute
+        p11 = self._p11
+        lost = (p11.UserNotLoggedIn, p11.KeyHandleInvalid, p11.ObjectHandleInvalid,
+                p11.WrappingKeyHandleInvalid, p11.UnwrappingKeyHandleInvalid)
         with self._module.lock, pkcs11_errors(**self._error_params):
+            try:
+                return function()
+            except lost as error:
+                _logger.info("token %s: %s, logging in and finding key %s again", self._error_params["token"],
+                             type(error).__name__, self._error_params["key"])
+                self._login()
+                self._key = self._find_or_create(self._error_params["key"], create=False)
+                return function()
+
+    def wrap(self, data_key: bytes) -> bytes:
+        attribute = self._pkcs11.Attribute
+
+        def wrap_on_token() -> bytes:
             # The data key must be an object on the token to be wrapped there: a session object that
             # is destroyed at once.
             data_key_object = self._session.create_object({
@@ -168,13 +207,13 @@ class Pkcs11Kek:
             finally:
                 data_key_object.destroy()
 
+        return self._call(wrap_on_token)
+
     def unwrap(self, wrapped: bytes) -> bytes:
-        import pkcs11.exceptions as p11
-
-        from token_drivers.errors import pkcs11_errors
-
         attribute = self._pkcs11.Attribute
-        with self._module.lock:
+        p11 = self._p11
+
+        def unwrap_on_token() -> bytes:
             try:
                 data_key_object = self._key.unwrap_key(
                     self._pkcs11.ObjectClass.SECRET_KEY, self._pkcs11.KeyType.AES, wrapped,
@@ -183,15 +222,21 @@ class Pkcs11Kek:
             except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid,
                     p11.EncryptedDataLenRange) as error:
                 raise InvalidUnwrap() from error
-            with pkcs11_errors(**self._error_params):
-                try:
-                    return bytes(data_key_object[attribute.VALUE])
-                finally:
-                    data_key_object.destroy()
+            try:
+                return bytes(data_key_object[attribute.VALUE])
+            finally:
+                data_key_object.destroy()
+
+        return self._call(unwrap_on_token)
 
     def close(self) -> None:
+        self._pin = ""
         with self._module.lock:
-            self._session.close()
+            try:
+                self._session.close()
+            except self._p11.PKCS11Error as error:
+                _logger.info("closing the KEK session on token %s failed: %s", self._error_params["token"],
+                             type(error).__name__)
 
 
 def _header(kek_id: str, wrapped: bytes, nonce: bytes) -> bytes:

@@ -110,6 +110,10 @@ class VerifyReport:
 
 def _error(code: str, template: str, seq: int | None = None, sha256: str | None = None,
            severity: Severity = Severity.ERROR, **params: Any) -> Finding:
+    if seq is not None:
+        params.setdefault("seq", seq)
+    if sha256 is not None:
+        params["sha256"] = sha256
     return Finding(code=code, severity=severity, message_template=template, params=params, seq=seq,
                    sha256=sha256)
 
