@@ -194,7 +194,7 @@ def test_timestamps_reported(capsys, test_pki: TestPki, verify_state: Path, tmp_
 
 
 def test_timestamp_untrusted_indeterminate(test_pki: TestPki, tmp_path: Path) -> None:
-    """The signer chains to the anchor but the TSA does not: not valid, and the report says why."""
+    """The signer chains to the anchor but the TSA does not, so the verdict is not valid."""
     source = real_pdf("xiaoshan-sample.pdf").read_bytes()
     path = tmp_path / "timestamped.pdf"
     path.write_bytes(sign_pdf_bytes(source, test_pki.signer, timestamper=test_pki.untrusted_timestamper))

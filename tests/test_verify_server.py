@@ -210,3 +210,26 @@ def test_serve_matches_cli(signed_pdf: Path, verify_state: Path) -> None:
 
     assert server.returncode == 0, stderr
     assert _without_time(http_report) == _without_time(json.loads(cli.stdout))
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_on_signal(verify_state: Path, stop_signal: signal.Signals) -> None:
+    server = subprocess.Popen([sys.executable, "-m", "qsign.cli", "verify", "serve", "--state-dir",
+                               str(verify_state), "--listen", "127.0.0.1:0", "--verbose"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+
+        async def healthz() -> int:
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
+                return response.status
+
+        status = asyncio.run(healthz())
+    finally:
+        server.send_signal(stop_signal)
+        _, stderr = server.communicate(timeout=30)
+
+    assert status == 200
+    assert server.returncode == 0, stderr
+    assert "verification service stopped" in stderr
+    assert "Traceback" not in stderr

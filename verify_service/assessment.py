@@ -1,7 +1,7 @@
 """Turn pyHanko's validation status objects into report records with an ETSI indication.
 
 pyHanko reports *intact*, *valid*, the trust sub-indication, the byte-range coverage and the
-modification analysis separately; this module copies each of them into a ``SignatureReport`` and then
+modification analysis separately. This module copies each of them into a ``SignatureReport``, then
 derives the indication, the sub-indication and the per-signature verdict from those fields alone.
 """
 
@@ -32,7 +32,7 @@ from verify_service.report import (
 __all__ = ["apply_assessment", "report_from_cms_status", "report_from_pdf_status",
            "report_from_timestamp_status", "report_from_unreadable"]
 
-#: Trust sub-indications that say the certificate is definitely not trusted with the given anchors, as
+#: Trust sub-indications that mean the certificate is definitely not trusted with the given anchors, as
 #: opposed to ones that more data or a later try could change (TRY_LATER, NO_POE, ...).
 _DEFINITELY_UNTRUSTED = {
     AdESIndeterminate.NO_CERTIFICATE_CHAIN_FOUND,
@@ -53,10 +53,10 @@ def _iso(moment) -> str | None:
 
 
 def _trusted(status: SignatureStatus) -> bool | None:
-    """Whether the signer's certificate chains to an anchor with allowed key usage; ``None`` if unknown.
+    """Decide whether the signer's certificate chains to an anchor with allowed key usage (``None``: unknown).
 
-    Unlike pyHanko's ``SignatureStatus.trusted``, this does not fold in *intact*: the report keeps the two
-    apart. pyHanko skips the trust check when the signature value does not verify.
+    Unlike pyHanko's ``SignatureStatus.trusted``, the result does not include *intact*, because the report
+    keeps the two apart. pyHanko skips the trust check when the signature value does not verify.
     """
     indication = status.trust_problem_indic
     if indication is None:
@@ -152,7 +152,7 @@ def report_from_unreadable(kind: SignatureKind, field: str | None, revision: int
                            detail: str, sub_indication: AdESSubIndic | None = None) -> SignatureReport:
     """Build the record of a signature that pyHanko could not validate at all.
 
-    ``sub_indication`` is the one pyHanko attached to its error; without it the signature is reported as
+    ``sub_indication`` is the one pyHanko attached to its error. Without it, the signature is reported as
     TOTAL_FAILED with FORMAT_FAILURE, because its structure could not be read.
     """
     report = SignatureReport(kind=kind, field=field, revision=revision, errors=[code], details=[detail])

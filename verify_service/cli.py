@@ -62,7 +62,7 @@ def _trust_settings(args: argparse.Namespace, config) -> TrustSettings:
 
 
 def _quiet_pyhanko(verbose: bool) -> None:
-    # pyHanko logs every untrusted chain as a warning with a traceback; the report already says it.
+    # pyHanko logs every untrusted chain as a warning with a traceback, which the report already states.
     if not verbose:
         logging.getLogger("pyhanko").setLevel(logging.ERROR)
         logging.getLogger("pyhanko_certvalidator").setLevel(logging.ERROR)

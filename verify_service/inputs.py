@@ -63,7 +63,8 @@ def inspect_input(path: str | os.PathLike[str], name: str | None = None) -> Inpu
 
     if b"%PDF-" in head:
         return InputFile(path=path, info=info, format=InputFormat.PDF)
-    # DER: a SEQUENCE tag. PEM: an armour line. A .p7s name alone is not enough to be a CMS file.
+    # DER starts with a SEQUENCE tag and PEM with an armour line. A .p7s file that is neither still goes to
+    # the CMS parser, so that its error reads cms_malformed rather than not_a_pdf.
     if head[:1] == b"\x30" or head.lstrip().startswith(b"-----BEGIN"):
         return InputFile(path=path, info=info, format=InputFormat.CMS)
     if info.name.lower().endswith(_CMS_SUFFIXES):

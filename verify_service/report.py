@@ -143,7 +143,7 @@ class FileInfo:
 class TrustInfo:
     """The trust anchors and the other certificates that validation used."""
 
-    #: Where the anchors came from: ``arguments``, ``config`` or ``none``.
+    #: Origin of the anchors: ``arguments``, ``config`` or ``none``.
     source: str
     anchors: list[dict[str, str]]
     intermediates: list[dict[str, str]]

@@ -40,8 +40,8 @@ __all__ = ["create_app", "serve", "start_server"]
 _logger = logging.getLogger(__name__)
 
 _SETTINGS = web.AppKey("settings", ServiceSettings)
-#: Id of the request being handled, for log lines and error bodies (a context variable, so each
-#: request task sees its own).
+#: Id of the request being handled, for log lines and error bodies. A context variable gives each
+#: request task its own value.
 _REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 

@@ -20,7 +20,7 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrustSettings:
-    """What a validation trusts: anchors, other certificates for path building, and network use."""
+    """Trust configuration of a validation: anchors, other certificates for path building, network use."""
 
     anchors: tuple[x509.Certificate, ...] = ()
     intermediates: tuple[x509.Certificate, ...] = ()
@@ -29,8 +29,8 @@ class TrustSettings:
     #: Allow fetching certificates and revocation data (CRL, OCSP) over the network.
     online: bool = False
     #: pyhanko-certvalidator revocation mode: ``soft-fail``, ``hard-fail`` or ``require``.
-    #: NOTE: with ``soft-fail`` and no network, a certificate without embedded or cached revocation data
-    #: counts as not revoked; the report names the mode so a reader can judge that.
+    #: NOTE: with ``soft-fail`` and no network, a certificate without revocation data counts as not
+    #: revoked. The report names the mode, so that its reader can judge the result.
     revocation_mode: str = "soft-fail"
     files: tuple[Path, ...] = field(default=(), compare=False)
 
@@ -38,7 +38,7 @@ class TrustSettings:
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Read every certificate in a PEM file (one or more blocks) or a DER file.
 
-    Raises ``TrustAnchorInvalid`` when the file is missing or holds no certificate.
+    Raises ``TrustAnchorInvalid`` when the file is missing or contains no certificate.
     """
     try:
         data = path.read_bytes()
