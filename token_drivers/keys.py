@@ -17,7 +17,7 @@ import pkcs11.exceptions as p11
 
 from qsign.config import Config, TokenProfile
 from token_drivers.errors import (CertificateNotFound, DeviceRemoved, KeyAmbiguous, KeyNotFound,
-                                  SessionClosed, TokenAmbiguous, TokenError, TokenNotPresent, pkcs11_errors)
+                                  SessionClosed, TokenAmbiguous, TokenNotPresent, pkcs11_errors)
 from token_drivers.inventory import (KeyInfo, describe_token, pair_certificate,
                                      public_key_fingerprint, _attribute, _key_shape, _read_certificates)
 from token_drivers.login import CKU_USER, c_login, c_logout
@@ -131,7 +131,8 @@ class TokenKey:
                 c_login(self.module, self._session.handle, CKU_USER, self._pin)
                 raw = self._sign_once(plan, payload)
             except (p11.ObjectHandleInvalid, p11.KeyHandleInvalid) as error:
-                raise self._key_handle_lost(ids) from error
+                self._find_key_again(ids, error)
+                raw = self._sign_once(plan, payload)
 
         _logger.debug("signed with key %s on token %s using %s", self.key_label, self.token_label, plan.name)
         return plan.finish(raw)
@@ -145,21 +146,32 @@ class TokenKey:
         return self._private_key.sign(payload, mechanism=plan.mechanism,
                                       mechanism_param=plan.mechanism_param, pin=pin)
 
-    def _key_handle_lost(self, ids: dict[str, str]) -> TokenError:
-        """Return the error for a key handle the module no longer knows.
+    def _find_key_again(self, ids: dict[str, str], error: Exception) -> None:
+        """Look the private key up again after the module rejected its handle.
 
-        SoftHSM2 2.6.1 returns ``CKR_OBJECT_HANDLE_INVALID`` when its token was deleted under an
-        open session, so the token is looked up again: gone or replaced means ``device_removed``,
-        still there means the key object itself was deleted.
+        SoftHSM2 2.6.1 returns ``CKR_OBJECT_HANDLE_INVALID`` in two cases. Its token was deleted
+        under the open session: this raises ``device_removed``. Or ``C_Logout`` invalidated the
+        handles of all private objects, which happens when ``open_key`` opens another key of this
+        process on the same token: then the key is found again, after a login, by label and
+        ``CKA_ID``, and ``key_not_found`` means the key object itself was deleted.
         """
         try:
             current = describe_token(self._token.slot.get_token())
-        except p11.PKCS11Error as error:
-            _logger.info("token %s no longer answers: %s", self.token_label, type(error).__name__)
-            return DeviceRemoved(ids=ids)
+        except p11.PKCS11Error as probe_error:
+            _logger.info("token %s no longer answers: %s", self.token_label, type(probe_error).__name__)
+            raise DeviceRemoved(ids=ids) from error
         if current.serial != describe_token(self._token).serial:
-            return DeviceRemoved(ids=ids)
-        return KeyNotFound(key=self.key_label, token=self.token_label, ids=ids)
+            raise DeviceRemoved(ids=ids) from error
+
+        _logger.info("token %s: the handle of key %s is no longer valid; finding the key again",
+                     self.token_label, self.key_label)
+        self._check_pin_state()
+        try:
+            c_login(self.module, self._session.handle, CKU_USER, self._pin)
+        except p11.UserAlreadyLoggedIn:
+            pass
+        self._private_key = _find_private_key(self._session, self.token_label, self.key_label or None,
+                                              self.key_id or None)
 
     def _check_pin_state(self) -> None:
         token = self._token.slot.get_token()
