@@ -28,6 +28,7 @@ from pkcs11 import Attribute, CertificateType, KeyType, ObjectClass
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from token_drivers.errors import TokenError
+from token_drivers.keys import TokenKey, find_token
 from token_drivers.module import SOFTHSM_MODULE_CANDIDATES, find_installed_module, load_module
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "cryptography_public_key",
     "error_code",
     "provision_token",
+    "token_public_key",
     "verify_signature",
 ]
 
@@ -169,6 +171,17 @@ def verify_signature(public_key: Any, signature: bytes, data: bytes, digest_algo
         public_key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
 
 
+def token_public_key(key: TokenKey) -> Any:
+    """Return the ``cryptography`` public key of the public-key object with ``key``'s ``CKA_ID``.
+
+    Reads it in a second session without a login, so ``key``'s own session is left alone.
+    """
+    with key.module.lock:
+        token = find_token(key.module, token_label=key.token_label)
+        with token.open() as session:
+            return cryptography_public_key(session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key.key_id))
+
+
 # Child side: these run in the subprocess, with SOFTHSM2_CONF pointing at the test's tokens.
 
 def provision_token(token_label: str, pin: str, keys: list[KeyRequest]) -> None:
@@ -231,3 +244,4 @@ def _store_certificate(session: Any, request: KeyRequest, subject_public_key: An
     if request.certificate_id:
         template[Attribute.ID] = bytes.fromhex(request.certificate_id)
     session.create_object(template)
+
