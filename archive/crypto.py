@@ -333,8 +333,8 @@ class EnvelopeReader:
 
     def finish(self) -> None:
         """Check the tag; raise ``DocumentCorrupt`` if it fails."""
+        tag = self._handle.read(_TAG_BYTES)
         try:
-            tag = self._handle.read(_TAG_BYTES)
             self._decryptor.finalize_with_tag(tag)
         except (InvalidTag, ValueError):
             raise self._corrupt("authentication tag mismatch") from None

@@ -209,9 +209,9 @@ class DocumentStore:
                 for chunk in reader.chunks():
                     digest.update(chunk)
                     yield chunk
+                reader.finish()
             finally:
                 reader.close()
-            reader.finish()
         else:
             with path.open("rb") as handle:
                 for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
