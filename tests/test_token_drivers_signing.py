@@ -119,8 +119,8 @@ def test_always_authenticate_key_signs_twice(config: Config) -> None:
 
         with key.module.lock:
             token = find_token(key.module, token_label=key.token_label)
-            # The application is logged in through key's session, so a second session sees the
-            # private key; it signs without the context-specific login.
+            # The application is logged in through key's session, so a second session finds the
+            # private key and signs with it without the context-specific login.
             with token.open() as session:
                 private_key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key.key_label)
                 assert private_key[Attribute.ALWAYS_AUTHENTICATE]
