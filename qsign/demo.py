@@ -1,0 +1,165 @@
+"""``qsign demo``: the main job from nothing, on the embedded default.
+
+The demo sets up the SoftHSM2 tokens and the test PKI, signs a real Chinese PDF with the officer key
+(visible seal), seals the result with the HSM key as a second signature, starts the verification
+service on 127.0.0.1, has it verify the file over HTTP, and prints a summary in Chinese and English.
+Like ``qsign.cli``, this module imports the other packages: it orchestrates them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from qsign.config import apply_environment, load_config, resolve_state_dir
+from qsign.errors import InvalidInput
+from qsign.i18n import N_, translate
+
+__all__ = ["register", "run_demo", "DEFAULT_DEMO_PDF"]
+
+_logger = logging.getLogger(__name__)
+
+#: The real PDF the demo signs: one page of Chinese text made by XeTeX (provenance in SOURCES.md).
+DEFAULT_DEMO_PDF = Path(__file__).resolve().parent.parent / "tests" / "data" / "real" / "xiaoshan-sample.pdf"
+
+#: Where the officer's seal goes on page 1, in PDF points (x1, y1, x2, y2).
+SEAL_RECT = (16.0, 16.0, 196.0, 106.0)
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "demo", parents=[common],
+        help="run the main job on the embedded default (SoftHSM2 tokens, a real PDF)",
+        description="Set up SoftHSM2 tokens and a test PKI, sign a real PDF with the officer key and seal "
+                    "it with the HSM key, then verify it through the verification service on 127.0.0.1.")
+    parser.add_argument("--input", metavar="PDF", type=Path, default=DEFAULT_DEMO_PDF,
+                        help="PDF to sign (default: the Chinese sample in tests/data/real)")
+    parser.add_argument("--json", action="store_true", help="print the verification report as JSON at the end")
+    parser.set_defaults(handler=run_demo)
+
+
+@dataclass
+class _Printer:
+    """Prints each step in both languages, Chinese first."""
+
+    def step(self, message: str, **params: Any) -> None:
+        print(f"» {translate(message, 'zh_CN', **params)}")
+        print(f"  {translate(message, 'en', **params)}", flush=True)
+
+    def path(self, path: Path) -> None:
+        print(f"  {path}", flush=True)
+
+
+async def _verify_over_http(state_dir: Path, signed: Path) -> tuple[str, dict[str, Any]]:
+    from verify_service.server import start_server
+    from verify_service.settings import service_settings
+    from verify_service.trust import trust_from_config
+
+    config = load_config(state_dir)
+    settings = service_settings(config, trust_from_config(config))
+    runner, base_url = await start_server(settings, "127.0.0.1", 0)
+    try:
+        form = aiohttp.FormData()
+        form.add_field("file", signed.read_bytes(), filename=signed.name, content_type="application/pdf")
+        async with aiohttp.ClientSession() as client:
+            async with client.post(f"{base_url}/api/v1/verify", data=form,
+                                   headers={"Accept-Language": "zh-CN"}) as response:
+                body = await response.json()
+                if response.status != 200:
+                    raise InvalidInput(N_("The verification service answered {status}: {code}"),
+                                       status=response.status, code=body.get("code", "?"))
+                return base_url, body
+    finally:
+        await runner.cleanup()
+
+
+def _sign(config: Any, profile: str, source: Path, target: Path, options: Any) -> Any:
+    from signing.pades import sign_pdf
+    from signing.pkcs11_signer import TokenSigner, load_chain
+    from token_drivers.keys import open_profile_key
+
+    with open_profile_key(config, profile) as key:
+        signer = TokenSigner(key, chain=load_chain(config))
+        return sign_pdf(signer, source, target, options)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from signing.appearance import VisibleSignature
+    from signing.pades import PadesOptions
+    from softhsm_setup import init_state
+
+    out = _Printer()
+    state_dir = resolve_state_dir(args.state_dir)
+    source = Path(args.input)
+    if not source.is_file():
+        raise InvalidInput(N_("The demo PDF {path} does not exist. Pass a PDF with --input."), path=str(source))
+
+    out.step(N_("Setting up SoftHSM2 tokens and the test PKI in {path}"), path=str(state_dir))
+    report = init_state(state_dir)
+    for written in report.files_written:
+        out.path(Path(written))
+    out.step(N_("Test PINs are in {path}; they are for tests only."), path=str(state_dir / "secrets"))
+
+    config = load_config(state_dir)
+    apply_environment(config)
+    demo_dir = state_dir / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    officer_signed = demo_dir / f"{source.stem}.officer-signed.pdf"
+    sealed = demo_dir / f"{source.stem}.signed-and-sealed.pdf"
+
+    out.step(N_("Signing {name} with the officer key (visible seal on page 1)"), name=source.name)
+    officer_options = PadesOptions(
+        reason=translate("Approved by the tax officer", "zh_CN"),
+        location=translate("Example City Tax Bureau", "zh_CN"),
+        visible=VisibleSignature(page=1, rect=SEAL_RECT),
+    )
+    officer = _sign(config, "officer", source, officer_signed, officer_options)
+    out.path(officer_signed)
+
+    out.step(N_("Sealing the signed file with the organisation key on the HSM token"))
+    seal_options = PadesOptions(reason=translate("Organisation seal", "zh_CN"),
+                                location=translate("Example City Tax Bureau", "zh_CN"))
+    seal = _sign(config, "seal", officer_signed, sealed, seal_options)
+    out.path(sealed)
+
+    out.step(N_("Verifying the result with the verification service on 127.0.0.1"))
+    base_url, verification = asyncio.run(_verify_over_http(state_dir, sealed))
+    report_path = demo_dir / "verification-report.json"
+    report_path.write_text(json.dumps(verification, ensure_ascii=False, indent=2), encoding="utf-8")
+    out.path(report_path)
+    out.step(N_("The service ran at {url} and has stopped."), url=base_url)
+
+    _print_summary(out, verification, [officer.signer, seal.signer], sealed)
+    if args.json:
+        print(json.dumps(verification, ensure_ascii=False, indent=2))
+    return 0 if verification.get("verdict") == "valid" else 1
+
+
+def _yes_no(value: Any, language: str) -> str:
+    if value is None:
+        return translate("unknown", language)
+    return translate("yes", language) if value else translate("no", language)
+
+
+def _print_summary(out: _Printer, verification: dict[str, Any], signers: list[str], signed: Path) -> None:
+    print()
+    for language in ("zh_CN", "en"):
+        print(translate("Summary", language))
+        for signature in verification.get("signatures", []):
+            print("  " + translate(
+                "{field}: signer {signer}; intact {intact}, valid {valid}, trusted {trusted}; coverage {coverage}",
+                language, field=signature.get("field"), signer=signature.get("signer"),
+                intact=_yes_no(signature.get("intact"), language),
+                valid=_yes_no(signature.get("valid"), language),
+                trusted=_yes_no(signature.get("trusted"), language),
+                coverage=signature.get("coverage")))
+        print("  " + translate("Verdict: {verdict}", language, verdict=verification.get("verdict")))
+        print("  " + translate("Signed file: {path}", language, path=str(signed)))
+        print()
