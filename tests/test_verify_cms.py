@@ -117,3 +117,24 @@ def test_detached_untrusted(capsys, detached_p7s: Path, content_file: Path, test
     assert report["verdict"] == "indeterminate"
     assert report["signatures"][0]["trusted"] is False
     assert report["trust"]["source"] == "arguments"
+
+
+def test_changed_signature_value_invalid(capsys, detached_p7s: Path, content_file: Path, verify_state: Path,
+                                         tmp_path: Path) -> None:
+    """The signature value is the last field of a SignerInfo without unsigned attributes."""
+    broken = tmp_path / "broken.p7s"
+    data = bytearray(detached_p7s.read_bytes())
+    data[-1] ^= 0x01
+    broken.write_bytes(bytes(data))
+
+    exit_code, report = run_json(capsys, "verify", str(broken), "--content", str(content_file),
+                                 "--state-dir", str(verify_state))
+
+    assert exit_code == 1
+    assert report["verdict"] == "invalid"
+    signature = report["signatures"][0]
+    assert signature["intact"] is True
+    assert signature["valid"] is False
+    assert signature["trusted"] is None
+    assert signature["sub_indication"] == "SIG_CRYPTO_FAILURE"
+    assert "signature_invalid" in signature["errors"]

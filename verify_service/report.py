@@ -106,7 +106,8 @@ class SignatureReport:
     intact: bool | None = None
     #: The signature value verifies with the public key of the signer's certificate.
     valid: bool | None = None
-    #: A certificate path leads to a trust anchor and the key usage is allowed; ``None`` when not evaluated.
+    #: A certificate path leads to a trust anchor and the key usage is allowed. ``None`` when the check did
+    #: not run (the signature value does not verify) or could not decide (e.g. stale revocation data).
     trusted: bool | None = None
     #: Subject of the trust anchor that the certificate path ends in.
     trust_anchor: str | None = None
