@@ -56,7 +56,7 @@ TIME_LINE = N_("Time: {time}")
 
 @dataclass(frozen=True)
 class VisibleSignature:
-    """Where the visible signature goes and what it shows."""
+    """Placement and content of a visible signature."""
 
     #: Page number, 1-based; -1 is the last page.
     page: int
@@ -134,8 +134,8 @@ def load_font(path: Path, face: str) -> bytes:
             matches = [font for font in collection.fonts if font["name"].getDebugName(4) == face]
             if not matches:
                 raise FontUnsupported(path=str(path), reason=f"the collection has no face named {face!r}", ids=ids)
-            # Saving a face whose tables were never decoded copies them as they are; reading a table
-            # first (as _check_font does) makes fontTools recompile it, which takes seconds for a CJK cmap.
+            # Saving a face whose tables were never decoded copies them as they are. A table read
+            # before saving (as _check_font reads cmap) is recompiled, which takes seconds for a CJK cmap.
             buffer = io.BytesIO()
             matches[0].save(buffer)
             font_bytes = buffer.getvalue()
@@ -149,8 +149,8 @@ def load_font(path: Path, face: str) -> bytes:
 
 def _check_font(font: TTFont, path: Path) -> None:
     ids = {"path": str(path)}
-    # pyHanko 0.38 writes glyph widths (/W) and TJ adjustments in font units, which PDF reads as
-    # 1/1000 em; with any other unitsPerEm the glyphs are spaced wrongly.
+    # pyHanko 0.38 writes glyph widths (/W) and TJ adjustments in font units, but PDF reads them as
+    # 1/1000 em. So with any other unitsPerEm the glyphs are spaced wrongly.
     units_per_em = font["head"].unitsPerEm
     if units_per_em != 1000:
         raise FontUnsupported(path=str(path), reason=f"it has {units_per_em} units per em; "

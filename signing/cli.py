@@ -1,8 +1,8 @@
 """``qsign sign``: sign one file with a token key, as PAdES (PDF) or detached CAdES (any file).
 
-The PIN never comes from the command line. Sources, first match wins: ``--pin-file``, the
-``QSIGN_PIN`` variable, the profile's ``pin_env`` and ``pin_file``, and a prompt when stdin is a
-terminal; with none of them the command fails with ``pin_required``.
+The PIN never comes from the command line. The first of these sources that gives one is used:
+``--pin-file``, the ``QSIGN_PIN`` variable, the profile's ``pin_env`` and ``pin_file``, and a prompt
+when stdin is a terminal. With none of them the command fails with ``pin_required``.
 """
 
 from __future__ import annotations

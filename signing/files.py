@@ -70,9 +70,9 @@ def check_output_path(output: Path, input_path: Path) -> None:
 def atomic_output(path: Path) -> Iterator[BinaryIO]:
     """Yield a temporary file opened ``w+b`` that replaces ``path`` when the block ends without error.
 
-    The file is created in ``path``'s directory with mode 0600 (``mkstemp``); on success it gets the
-    mode a new file would get under the current umask, is fsynced and renamed to ``path``, and the
-    directory is fsynced. On an exception it is removed and the exception propagates.
+    The file is created in ``path``'s directory with mode 0600 (``mkstemp``). On success it gets the
+    mode a new file gets under the process umask (read at import), is fsynced and renamed to
+    ``path``, and the directory is fsynced. On an exception it is removed and the exception propagates.
     """
     descriptor, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     temporary = Path(temporary_name)

@@ -1,8 +1,8 @@
 """PAdES signatures on PDF files (baseline B-B), as incremental updates.
 
-The input is copied to a temporary file next to the output, signed there in place (pyHanko appends
-the update and hashes the byte ranges from the file, so memory use does not grow with the document),
-and renamed to the output path. An already signed PDF gets one more incremental update, which leaves
+The input is copied to a temporary file next to the output, signed there in place and renamed to the
+output path. pyHanko appends the update to that file and hashes the byte ranges from it, so the
+document is never read into memory as a whole. An already signed PDF gets one more incremental update, which leaves
 the earlier signatures valid.
 
 B-T, B-LT and B-LTA need a TSA and revocation data: ``PadesOptions.timestamper`` and
@@ -49,7 +49,7 @@ _MALFORMED_ERRORS = (misc.PdfError, ValueError, KeyError, IndexError, TypeError,
 
 @dataclass(frozen=True)
 class PadesOptions:
-    """What the signature dictionary says and where the signature goes."""
+    """Contents of the signature dictionary, placement of the signature, and the B-T/B-LT/B-LTA inputs."""
 
     #: Signature field to fill or create; ``None`` picks the first free ``SignatureN``.
     field_name: str | None = None

@@ -141,7 +141,7 @@ def load_chain(config: Config) -> list[x509.Certificate]:
     """Read the CA certificates (intermediates, then trust anchors) that ``config``'s [trust] names.
 
     Each file may contain several PEM or one DER certificate. Raises ``ChainNotFound`` for a file that
-    is missing or holds no certificate.
+    is missing or contains no certificate.
     """
     certificates: list[x509.Certificate] = []
     for path in [*config.intermediates, *config.trust_anchors]:
@@ -199,7 +199,10 @@ class TokenSigner(Signer):
                                        self.digest_algorithm)
 
     async def async_sign_raw(self, data: bytes, digest_algorithm: str, dry_run: bool = False) -> bytes:
-        """Sign ``data`` (the DER of the signed attributes) on the token; a dry run returns zeros of full size."""
+        """Sign ``data`` (the DER of the signed attributes) on the token.
+
+        A dry run returns a placeholder of the maximum signature size and does not touch the token.
+        """
         if digest_algorithm.lower() != self.digest_algorithm:
             raise SigningError(f"signer is set up for {self.digest_algorithm}, "
                                f"but {digest_algorithm} was requested")

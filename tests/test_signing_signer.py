@@ -58,5 +58,5 @@ def test_dry_run_matches_real_signature_size(softhsm_state, profile, pss):
     assert raw_signature_size == signature_size(key)
     # An ECDSA signature is up to two bytes shorter than the maximum when r or s has a leading zero.
     assert len(real) <= len(dry) <= len(real) + 2
-    # /Contents holds the DER as hex: the reserve must fit it, and waste no more than about 2 KB.
+    # /Contents contains the DER as hex: the reserve must fit it, and waste no more than about 2 KB.
     assert len(dry) * 2 <= signer.bytes_reserved() <= len(dry) * 2 + 2 * 1024 + 64
