@@ -1,0 +1,85 @@
+"""``qsign demo`` end to end, checked against an independent validator (the ``pyhanko`` CLI)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import run_qsign
+
+DEMO_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    state_dir = tmp_path_factory.mktemp("demo-state")
+    completed = run_qsign("demo", state_dir=state_dir, timeout=DEMO_TIMEOUT)
+    return completed, state_dir
+
+
+def _signed_file(stdout: str) -> Path:
+    match = re.search(r"^\s*Signed file: (.+)$", stdout, re.MULTILINE)
+    assert match, f"no 'Signed file:' line in the demo output:\n{stdout}"
+    return Path(match.group(1).strip())
+
+
+def test_demo_exits_zero(demo_run):
+    completed, _ = demo_run
+
+    assert completed.returncode == 0, f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+
+
+def test_demo_prints_existing_paths(demo_run):
+    completed, state_dir = demo_run
+    printed = [Path(line.strip()) for line in completed.stdout.splitlines()
+               if line.strip().startswith(str(state_dir))]
+
+    assert len(printed) >= 5
+    for path in printed:
+        assert path.exists(), f"the demo printed {path}, which does not exist"
+
+
+def test_demo_summary_is_bilingual(demo_run):
+    completed, _ = demo_run
+
+    assert "摘要" in completed.stdout
+    assert "Summary" in completed.stdout
+    assert "已签名文件" in completed.stdout
+
+
+def test_demo_signatures_valid_per_service(demo_run):
+    completed, state_dir = demo_run
+    reports = list(state_dir.rglob("verification-report.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text(encoding="utf-8"))
+
+    assert len(report["signatures"]) == 2
+    for signature in report["signatures"]:
+        assert signature["intact"] is True
+        assert signature["valid"] is True
+        assert signature["trusted"] is True
+    assert report["verdict"] in ("valid", "TOTAL_PASSED")
+
+
+def test_demo_output_valid_per_pyhanko_cli(demo_run):
+    completed, state_dir = demo_run
+    signed = _signed_file(completed.stdout)
+    pyhanko = shutil.which("pyhanko") or str(Path(__import__("sys").executable).parent / "pyhanko")
+
+    validated = subprocess.run(
+        [pyhanko, "sign", "validate", "--trust-replace",
+         "--trust", str(state_dir / "pki" / "root-ca.pem"),
+         "--other-certs", str(state_dir / "pki" / "intermediate-ca.pem"),
+         "--executive-summary", str(signed)],
+        capture_output=True, text=True, timeout=120, check=False)
+
+    lines = [line for line in validated.stdout.splitlines() if line.strip()]
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert len(lines) == 2
+    for line in lines:
+        assert line.endswith(":VALID"), line
