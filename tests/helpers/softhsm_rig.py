@@ -38,6 +38,8 @@ __all__ = [
     "cryptography_public_key",
     "error_code",
     "provision_token",
+    "run_python",
+    "subprocess_env",
     "token_public_key",
     "verify_signature",
 ]
@@ -95,11 +97,7 @@ class SoftHsmDir:
 
     def env(self) -> dict[str, str]:
         """Return the environment for a subprocess that uses these tokens."""
-        environment = dict(os.environ)
-        environment["SOFTHSM2_CONF"] = str(self.conf)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(TESTS_DIR)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])
-        return environment
+        return subprocess_env(SOFTHSM2_CONF=str(self.conf))
 
     def softhsm2_util(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``softhsm2-util ARGS`` with this configuration; fail the test if it fails."""
@@ -113,23 +111,8 @@ class SoftHsmDir:
         self.softhsm2_util("--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin)
 
     def run_python(self, code: str, **params: Any) -> Any:
-        """Run ``code`` in a fresh interpreter with these tokens and return its ``result`` variable.
-
-        ``code`` can read ``params`` (the keyword arguments, passed as JSON) and must assign a
-        JSON-serialisable ``result``. A non-zero exit fails the test with the child's stderr.
-        """
-        script = ("import json, sys\n"
-                  "params = json.loads(sys.argv[1])\n"
-                  + textwrap.dedent(code)
-                  + "\nprint('RESULT ' + json.dumps(result, ensure_ascii=False))\n")
-        completed = subprocess.run([sys.executable, "-c", script, json.dumps(params)], env=self.env(),
-                                   capture_output=True, text=True, encoding="utf-8",
-                                   timeout=SUBPROCESS_TIMEOUT, check=False)
-        assert completed.returncode == 0, (
-            f"snippet exited with {completed.returncode}:\n{completed.stdout}\n{completed.stderr}")
-        lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-        assert lines, f"snippet printed no result:\n{completed.stdout}\n{completed.stderr}"
-        return json.loads(lines[-1][len("RESULT "):])
+        """Run ``code`` with these tokens through ``run_python``."""
+        return run_python(code, self.env(), **params)
 
     def provision(self, token_label: str, keys: list[KeyRequest], pin: str = "123456") -> None:
         """Generate ``keys`` and their certificates on the token, in a subprocess."""
@@ -138,6 +121,35 @@ class SoftHsmDir:
             "provision_token(params['token'], params['pin'], [KeyRequest(**k) for k in params['keys']])\n"
             "result = True\n",
             token=token_label, pin=pin, keys=[asdict(key) for key in keys])
+
+
+def subprocess_env(**variables: str) -> dict[str, str]:
+    """Return this process's environment plus ``variables``, with the tests directory on ``PYTHONPATH``."""
+    environment = dict(os.environ, **variables)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS_DIR)] + [path for path in environment.get("PYTHONPATH", "").split(os.pathsep) if path])
+    return environment
+
+
+def run_python(code: str, env: dict[str, str], **params: Any) -> Any:
+    """Run ``code`` in a fresh interpreter with ``env`` and return its ``result`` variable.
+
+    ``code`` can read ``params`` (the keyword arguments, passed as JSON) and must assign a
+    JSON-serialisable ``result``. A non-zero exit fails the test with the child's stderr. Make
+    ``env`` with ``subprocess_env`` so that ``code`` can import ``helpers``.
+    """
+    script = ("import json, sys\n"
+              "params = json.loads(sys.argv[1])\n"
+              + textwrap.dedent(code)
+              + "\nprint('RESULT ' + json.dumps(result, ensure_ascii=False))\n")
+    completed = subprocess.run([sys.executable, "-c", script, json.dumps(params)], env=env,
+                               capture_output=True, text=True, encoding="utf-8",
+                               timeout=SUBPROCESS_TIMEOUT, check=False)
+    assert completed.returncode == 0, (
+        f"snippet exited with {completed.returncode}:\n{completed.stdout}\n{completed.stderr}")
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"snippet printed no result:\n{completed.stdout}\n{completed.stderr}"
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def error_code(function: Any, *args: Any, **kwargs: Any) -> str:
