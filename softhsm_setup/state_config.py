@@ -32,6 +32,11 @@ def build_state_config(layout: StateLayout, module_path: str) -> dict[str, Any]:
             "intermediates": [layout.relative(layout.intermediate_certificate)],
         },
         "tokens": tokens,
+        # Bulk sealing profiles (read by hsm.profiles) over the two HSM seal keys.
+        "profiles": {
+            "seal": {"token": "seal", "format": "pades", "level": "B-B"},
+            "seal_ec": {"token": "seal_ec", "format": "pades", "level": "B-B"},
+        },
     }
 
 
