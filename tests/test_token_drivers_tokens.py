@@ -196,3 +196,25 @@ def test_keys_pair_with_certificates(tmp_path: Path) -> None:
                 result[label] = [certificate.subject if certificate else None, key.info.paired_by]
     """, labels=sorted(expected))
     assert {label: tuple(pair) for label, pair in opened.items()} == expected
+
+
+def test_key_deleted_while_open_is_key_not_found(tmp_path: Path) -> None:
+    rig = SoftHsmDir.create(tmp_path)
+    rig.init_token("qsign-keys")
+    rig.provision("qsign-keys", [KeyRequest("doomed-ec", "01", algorithm="ec")])
+
+    result = rig.run_python("""
+        from pkcs11 import ObjectClass
+        from helpers.softhsm_rig import SOFTHSM_MODULE, error_code
+        from token_drivers.keys import find_token, open_key
+
+        key = open_key(SOFTHSM_MODULE, pin="123456", token_label="qsign-keys", key_label="doomed-ec")
+        key.sign(b"before the deletion")
+        with key.module.lock:
+            token = find_token(key.module, token_label="qsign-keys")
+            with token.open(rw=True) as session:
+                session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="doomed-ec").destroy()
+        result = error_code(key.sign, b"after the deletion")
+    """)
+
+    assert result == "key_not_found"
