@@ -198,7 +198,7 @@ class Archive:
     def __init__(self, config: Config, settings: ArchiveSettings, kek: KeyEncryptionKey | None) -> None:
         self.config = config
         self.settings = settings
-        self.engine = create_archive_engine(settings.database_url)
+        self.engine = create_archive_engine(settings.database_url, settings.sqlite_synchronous)
         self.store = DocumentStore(settings.documents_dir, kek)
         self._signer: Any = None
         self._signer_failed = False

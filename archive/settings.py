@@ -4,6 +4,9 @@ Keys and defaults (relative paths are relative to the state dir)::
 
     [archive]
     database_url = "sqlite:///<state>/archive/archive.db"   # any SQLAlchemy URL
+    sqlite_synchronous = "full"               # "full": a commit survives a power cut (one fsync per
+                                              # commit); "normal": the last commits may be lost on a
+                                              # power cut, the database stays consistent
     documents_dir = "archive/documents"       # content-addressed store of originals and signed files
     encryption = "off"                        # "off" | "keyfile" | "pkcs11"
     kek_file = "archive/kek.key"              # encryption = "keyfile": 32 random bytes, mode 0600
@@ -35,7 +38,7 @@ __all__ = ["ArchiveSettings", "ENCRYPTION_MODES", "load_settings"]
 ENCRYPTION_MODES = ("off", "keyfile", "pkcs11")
 
 _KNOWN_KEYS = {
-    "database_url", "documents_dir", "encryption", "kek_file", "kek_profile", "kek_create",
+    "database_url", "sqlite_synchronous", "documents_dir", "encryption", "kek_file", "kek_profile", "kek_create",
     "checkpoint_every", "checkpoint_profile", "checkpoint_key_file", "checkpoint_certificate",
     "retention_days", "template_retention_days", "legal_holds",
 }
@@ -48,6 +51,7 @@ class ArchiveSettings:
     state_dir: Path
     database_url: str
     documents_dir: Path
+    sqlite_synchronous: str = "full"
     encryption: str = "off"
     kek_file: Path | None = None
     kek_profile: str | None = None
@@ -93,6 +97,7 @@ def load_settings(config: Config) -> ArchiveSettings:
     settings = ArchiveSettings(
         state_dir=state_dir,
         database_url=_get(table, "database_url", str, default_url),
+        sqlite_synchronous=_get(table, "sqlite_synchronous", str, "full"),
         documents_dir=config.resolve(_get(table, "documents_dir", str, "archive/documents")),
         encryption=_get(table, "encryption", str, "off"),
         kek_file=optional_path("kek_file") or state_dir / "archive" / "kek.key",
@@ -107,6 +112,9 @@ def load_settings(config: Config) -> ArchiveSettings:
         legal_holds=list(_get(table, "legal_holds", list, [])),
     )
 
+    if settings.sqlite_synchronous not in ("full", "normal"):
+        raise ConfigError(detail=f"archive.sqlite_synchronous must be \"full\" or \"normal\", "
+                                 f"not {settings.sqlite_synchronous!r}")
     if settings.encryption not in ENCRYPTION_MODES:
         raise ConfigError(detail=f"archive.encryption must be one of {', '.join(ENCRYPTION_MODES)}, "
                                  f"not {settings.encryption!r}")

@@ -134,7 +134,8 @@ def _check_chain(connection: Connection, report: VerifyReport) -> tuple[int, str
 
         linked_seq = None
         if row["prev_hash"] != previous_hash and not gap:
-            linked = connection.execute(select(audit_log.c.seq).where(audit_log.c.hash == row["prev_hash"])).first()
+            linked = connection.execute(
+                select(audit_log.c.seq).where(audit_log.c.hash == row["prev_hash"])).first()
             linked_seq = linked.seq if linked is not None else None
             # Two entries linking to the same predecessor form a fork: the first one's branch was inserted.
             fork = linked_seq is not None and linked_seq < seq - 1 and connection.execute(
@@ -180,15 +181,23 @@ def _check_chain(connection: Connection, report: VerifyReport) -> tuple[int, str
     return last_seq, previous_hash
 
 
+def _as_bytes(value: Any) -> bytes:
+    """Return a BLOB column as bytes; an edited row may hold text (SQLite stores any type)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return str(value).encode("utf-8") if value is not None else b""
+
+
 def _check_checkpoints(connection: Connection, report: VerifyReport, last_seq: int,
                        anchors: list[Path], intermediates: list[Path]) -> None:
     untrusted_reported = False
     for row in connection.execute(select(checkpoints).order_by(checkpoints.c.seq)).mappings():
         seq = row["seq"]
         report.checkpoints_checked += 1
-        signed = SignedPayload(payload=row["payload"], digest_algorithm=row["digest_algorithm"],
-                               signature=row["signature"], certificate=row["certificate"], signer=row["signer"])
-        fields = parse_checkpoint_payload(row["payload"])
+        signed = SignedPayload(payload=_as_bytes(row["payload"]), digest_algorithm=str(row["digest_algorithm"]),
+                               signature=_as_bytes(row["signature"]), certificate=_as_bytes(row["certificate"]),
+                               signer=str(row["signer"]))
+        fields = parse_checkpoint_payload(signed.payload)
         if not verify_payload(signed) or fields is None:
             report.add(_error("checkpoint_signature_invalid",
                               N_("The signature of the checkpoint at entry {seq} does not verify."), seq=seq))
