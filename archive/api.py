@@ -161,6 +161,9 @@ class ArchiveTransaction:
     def get_request(self, request_id: str) -> records.RequestRecord:
         return records.get_request(self.connection, request_id)
 
+    def list_requests(self, state: str | None = None, limit: int = 1000) -> list[records.RequestRecord]:
+        return records.list_requests(self.connection, state=state, limit=limit)
+
     def create_job(self, job_id: str, **fields: Any) -> records.JobRecord:
         return records.create_job(self.connection, job_id, **fields)
 

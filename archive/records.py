@@ -18,7 +18,7 @@ from archive.errors import RecordNotFound
 from archive.schema import devices, job_items, jobs, requests
 
 __all__ = ["RequestRecord", "JobRecord", "JobItemRecord", "DeviceRecord", "create_request", "update_request",
-           "get_request", "create_job", "update_job", "get_job", "set_job_item", "get_job_items",
+           "get_request", "list_requests", "create_job", "update_job", "get_job", "set_job_item", "get_job_items",
            "register_device", "update_device", "get_device", "list_devices"]
 
 
@@ -199,10 +199,13 @@ def get_device(connection: Connection, device_id: str) -> DeviceRecord:
 
 
 def update_device(connection: Connection, device_id: str, *, seen: bool = False, revoked: bool = False,
-                  token_hash: str | None = None, attributes: Mapping[str, Any] | None = None) -> DeviceRecord:
-    """Mark a device seen now or revoked now, replace its token hash, or merge attributes."""
+                  token_hash: str | None = None, name: str | None = None,
+                  attributes: Mapping[str, Any] | None = None) -> DeviceRecord:
+    """Mark a device seen now or revoked now, replace its token hash or name, or merge attributes."""
     current = get_device(connection, device_id)
     values: dict[str, Any] = {}
+    if name is not None:
+        values["name"] = name
     now = utc_now()
     if seen:
         values["last_seen_at"] = now
@@ -215,6 +218,14 @@ def update_device(connection: Connection, device_id: str, *, seen: bool = False,
     if values:
         connection.execute(update(devices).where(devices.c.id == device_id).values(**values))
     return get_device(connection, device_id)
+
+
+def list_requests(connection: Connection, *, state: str | None = None, limit: int = 1000) -> list[RequestRecord]:
+    """Return requests, newest first, optionally only those in ``state``."""
+    query = select(requests).order_by(requests.c.created_at.desc()).limit(limit)
+    if state is not None:
+        query = query.where(requests.c.state == state)
+    return [_row_to(RequestRecord, row) for row in connection.execute(query).mappings()]
 
 
 def list_devices(connection: Connection, include_revoked: bool = False) -> list[DeviceRecord]:
