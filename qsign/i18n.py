@@ -77,9 +77,9 @@ def negotiate_language(accept_language: str | None, default: str = DEFAULT_LANGU
     return min(weighted)[2]
 
 
-def language_from_environment(configured: str | None = None) -> str:
-    """Return the CLI language: ``QSIGN_LANG``, then the config value, then ``LC_ALL``/``LANG``."""
-    for candidate in (os.environ.get("QSIGN_LANG"), configured,
+def language_from_environment(explicit: str | None = None, configured: str | None = None) -> str:
+    """Return the CLI language: ``explicit`` (``--lang``), ``QSIGN_LANG``, the config, then ``LC_ALL``/``LANG``."""
+    for candidate in (explicit, os.environ.get("QSIGN_LANG"), configured,
                       os.environ.get("LC_ALL"), os.environ.get("LANG")):
         language = normalize_language(candidate)
         if language is not None:
