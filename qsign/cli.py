@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from qsign import __version__
+from qsign.config import load_config, resolve_state_dir
 from qsign.errors import QsignError
 from qsign.i18n import language_from_environment, translate
 from qsign.logs import configure_logging
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configured_language(args: argparse.Namespace) -> str | None:
+    """Return ``[general] language`` of the state dir's config, if that file exists."""
+    state_dir = getattr(args, "state_dir", None)
+    config = load_config(resolve_state_dir(state_dir))
+    return config.language
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``qsign`` command and return its exit code."""
     parser = build_parser()
@@ -73,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose=args.verbose, json_lines=args.log_json)
 
     try:
+        args.language = language_from_environment(args.lang, _configured_language(args))
         return int(args.handler(args) or 0)
     except QsignError as error:
         _logger.debug("command failed", exc_info=True)
