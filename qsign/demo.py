@@ -139,7 +139,7 @@ def run_demo(args: argparse.Namespace) -> int:
     _print_summary(out, verification, [officer.signer, seal.signer], sealed)
     if args.json:
         print(json.dumps(verification, ensure_ascii=False, indent=2))
-    return 0 if verification.get("verdict") == "valid" else 1
+    return 0 if verification.get("verdict") == "TOTAL_PASSED" else 1
 
 
 def _yes_no(value: Any, language: str) -> str:

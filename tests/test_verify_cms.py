@@ -37,7 +37,7 @@ def test_detached_matching_content_valid(capsys, detached_p7s: Path, content_fil
                                  "--state-dir", str(verify_state))
 
     assert exit_code == 0
-    assert report["verdict"] == "valid"
+    assert report["verdict"] == "TOTAL_PASSED"
     assert report["format"] == "cms"
     assert report["content"]["name"] == content_file.name
     signature = report["signatures"][0]
@@ -57,7 +57,7 @@ def test_detached_other_content_invalid(capsys, detached_p7s: Path, verify_state
                                  "--state-dir", str(verify_state))
 
     assert exit_code == 1
-    assert report["verdict"] == "invalid"
+    assert report["verdict"] == "TOTAL_FAILED"
     signature = report["signatures"][0]
     assert signature["intact"] is False
     assert signature["sub_indication"] == "HASH_FAILURE"
@@ -73,7 +73,7 @@ def test_detached_pem_armoured(capsys, detached_p7s: Path, content_file: Path, v
                                  "--state-dir", str(verify_state))
 
     assert exit_code == 0
-    assert report["verdict"] == "valid"
+    assert report["verdict"] == "TOTAL_PASSED"
 
 
 def test_detached_without_content(capsys, detached_p7s: Path, verify_state: Path) -> None:
@@ -90,7 +90,7 @@ def test_enveloping_valid(capsys, test_pki: TestPki, verify_state: Path, tmp_pat
     exit_code, report = run_json(capsys, "verify", str(enveloping), "--state-dir", str(verify_state))
 
     assert exit_code == 0
-    assert report["verdict"] == "valid"
+    assert report["verdict"] == "TOTAL_PASSED"
     assert report["content"] is None
     assert report["signatures"][0]["intact"] is True
     assert report["signatures"][0]["valid"] is True
@@ -114,7 +114,7 @@ def test_detached_untrusted(capsys, detached_p7s: Path, content_file: Path, test
                                  "--state-dir", str(tmp_path), "--trust", str(test_pki.other_root_pem))
 
     assert exit_code == 1
-    assert report["verdict"] == "indeterminate"
+    assert report["verdict"] == "INDETERMINATE"
     assert report["signatures"][0]["trusted"] is False
     assert report["trust"]["source"] == "arguments"
 
@@ -131,7 +131,7 @@ def test_changed_signature_value_invalid(capsys, detached_p7s: Path, content_fil
                                  "--state-dir", str(verify_state))
 
     assert exit_code == 1
-    assert report["verdict"] == "invalid"
+    assert report["verdict"] == "TOTAL_FAILED"
     signature = report["signatures"][0]
     assert signature["intact"] is True
     assert signature["valid"] is False

@@ -126,7 +126,7 @@ def test_cli_subprocess_exit_codes(signed_pdf: Path, verify_state: Path, tmp_pat
     directory = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, timeout=120)
 
     assert valid.returncode == 0, valid.stderr
-    assert json.loads(valid.stdout)["verdict"] == "valid"
+    assert json.loads(valid.stdout)["verdict"] == "TOTAL_PASSED"
     assert directory.returncode == 2
     assert json.loads(directory.stdout)["error"]["code"] == "input_not_a_file"
     assert "Traceback" not in directory.stderr

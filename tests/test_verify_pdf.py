@@ -37,7 +37,7 @@ def test_valid_signature_passes(capsys, signed_pdf: Path, verify_state: Path) ->
     exit_code, report = run_json(capsys, "verify", str(signed_pdf), "--state-dir", str(verify_state))
 
     assert exit_code == 0
-    assert report["verdict"] == "valid"
+    assert report["verdict"] == "TOTAL_PASSED"
     assert report["file"]["name"] == signed_pdf.name
     assert report["file"]["size"] == signed_pdf.stat().st_size
     assert len(report["signatures"]) == 1
@@ -77,7 +77,7 @@ def test_untrusted_root_not_valid(capsys, signed_pdf: Path, test_pki: TestPki, t
                                  "--trust", str(test_pki.other_root_pem))
 
     assert exit_code == 1
-    assert report["verdict"] == "indeterminate"
+    assert report["verdict"] == "INDETERMINATE"
     signature = report["signatures"][0]
     assert signature["intact"] is True
     assert signature["valid"] is True
@@ -91,7 +91,7 @@ def test_no_trust_anchors_indeterminate(capsys, signed_pdf: Path, tmp_path: Path
     exit_code, report = run_json(capsys, "verify", str(signed_pdf), "--state-dir", str(tmp_path))
 
     assert exit_code == 1
-    assert report["verdict"] == "indeterminate"
+    assert report["verdict"] == "INDETERMINATE"
     assert "no_trust_anchors" in report["errors"]
     assert report["signatures"][0]["trusted"] is False
 
@@ -112,7 +112,7 @@ def test_changed_signed_byte_invalid(capsys, signed_pdf: Path, verify_state: Pat
     exit_code, report = run_json(capsys, "verify", str(tampered), "--state-dir", str(verify_state))
 
     assert exit_code == 1
-    assert report["verdict"] == "invalid"
+    assert report["verdict"] == "TOTAL_FAILED"
     signature = report["signatures"][0]
     assert signature["intact"] is False
     assert signature["indication"] == "TOTAL_FAILED"
@@ -127,7 +127,7 @@ def test_page_change_after_signing(capsys, signed_pdf: Path, verify_state: Path,
     exit_code, report = run_json(capsys, "verify", str(modified), "--state-dir", str(verify_state))
 
     assert exit_code == 1
-    assert report["verdict"] != "valid"
+    assert report["verdict"] != "TOTAL_PASSED"
     signature = report["signatures"][0]
     assert signature["intact"] is True
     assert signature["valid"] is True
@@ -146,14 +146,14 @@ def test_two_signatures(capsys, signed_pdf: Path, verify_state: Path, test_pki: 
     exit_code, report = run_json(capsys, "verify", str(twice), "--state-dir", str(verify_state))
 
     assert exit_code == 0
-    assert report["verdict"] == "valid"
+    assert report["verdict"] == "TOTAL_PASSED"
     first, second = report["signatures"]
     assert (first["field"], first["revision"]) == ("Signature1", 1)
     assert (second["field"], second["revision"]) == ("Signature2", 2)
     assert first["coverage"] == "entire_revision"
     assert first["modified_after"] is True
     assert first["modifications"] == "form_filling"
-    assert first["status"] == "valid"
+    assert first["indication"] == "TOTAL_PASSED"
     assert second["coverage"] == "entire_file"
     assert second["modified_after"] is False
 
@@ -166,7 +166,7 @@ def test_second_signature_tampered(signed_pdf: Path, test_pki: TestPki, tmp_path
 
     report = verify_file(path, trust=trust)
 
-    assert report.verdict == "invalid"
+    assert report.verdict == "TOTAL_FAILED"
     assert [signature.intact for signature in report.signatures] == [False, False]
 
 
@@ -180,7 +180,7 @@ def test_timestamps_reported(capsys, test_pki: TestPki, verify_state: Path, tmp_
     exit_code, report = run_json(capsys, "verify", str(path), "--state-dir", str(verify_state))
 
     assert exit_code == 0
-    assert report["verdict"] == "valid"
+    assert report["verdict"] == "TOTAL_PASSED"
     signature, document_timestamp = report["signatures"]
     assert signature["kind"] == "pdf_signature"
     assert signature["timestamp"]["trusted"] is True
@@ -209,7 +209,7 @@ def test_timestamp_untrusted_indeterminate(test_pki: TestPki, tmp_path: Path) ->
     assert signature.timestamp.trusted is False
     assert "timestamp_untrusted" in signature.errors
     assert signature.indication == "INDETERMINATE"
-    assert report.verdict == "indeterminate"
+    assert report.verdict == "INDETERMINATE"
 
 
 def test_unsigned_pdf_indeterminate(capsys, verify_state: Path) -> None:
@@ -218,7 +218,7 @@ def test_unsigned_pdf_indeterminate(capsys, verify_state: Path) -> None:
     exit_code, report = run_json(capsys, "verify", str(unsigned), "--state-dir", str(verify_state))
 
     assert exit_code == 1
-    assert report["verdict"] == "indeterminate"
+    assert report["verdict"] == "INDETERMINATE"
     assert report["signatures"] == []
     assert report["errors"] == ["no_signatures"]
 
@@ -231,10 +231,10 @@ def test_real_pdfs_signed_valid(name: str, test_pki: TestPki, tmp_path: Path) ->
 
     report = verify_file(path, trust=trust)
 
-    assert report.verdict == "valid", report.to_json()
+    assert report.verdict == "TOTAL_PASSED", report.to_json()
 
 
-@pytest.mark.parametrize(("language", "expected"), [("zh_CN", "结论：有效"), ("en", "Verdict: VALID")])
+@pytest.mark.parametrize(("language", "expected"), [("zh_CN", "结论：TOTAL_PASSED（通过）"), ("en", "Verdict: TOTAL_PASSED (passed)")])
 def test_text_summary_localized(capsys, signed_pdf: Path, verify_state: Path, language: str,
                                 expected: str) -> None:
     exit_code, output = run_cli(capsys, "verify", str(signed_pdf), "--state-dir", str(verify_state),

@@ -21,8 +21,8 @@ from pyhanko.sign.validation.status import (
 )
 
 from verify_service.certificates import certificate_info, readable_name
+from verify_service.policy import AlgorithmPolicy
 from verify_service.report import (
-    VERDICT_OF_INDICATION,
     Indication,
     SignatureKind,
     SignatureReport,
@@ -101,8 +101,13 @@ def _fill_modifications(report: SignatureReport, status: ModificationInfo) -> No
     level = status.modification_level
     report.modifications = level.name.lower() if level is not None else None
     report.modifications_allowed = status.docmdp_ok
-    if status.diff_result is not None and not isinstance(status.diff_result, DiffResult):
-        report.details.append(f"modification analysis: {status.diff_result}")
+    diff_result = status.diff_result
+    if isinstance(diff_result, DiffResult):
+        report.changed_objects = [f"form field {name}" for name in sorted(diff_result.changed_form_fields)]
+    elif diff_result is not None:
+        # A SuspiciousModification: its message names the object and the rule it broke.
+        report.changed_objects = [str(diff_result)]
+        report.details.append(f"modification analysis: {diff_result}")
 
 
 def _timestamp_info(status: TimestampSignatureStatus) -> TimestampInfo:
@@ -116,7 +121,8 @@ def _fill_signer_timing(report: SignatureReport, status: StandardCMSSignatureSta
         report.timestamp = _timestamp_info(status.timestamp_validity)
 
 
-def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus) -> SignatureReport:
+def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus,
+                           policy: AlgorithmPolicy | None = None) -> SignatureReport:
     """Build the record of a PDF signature (``/Sig``) from pyHanko's status."""
     report = SignatureReport(kind=SignatureKind.PDF_SIGNATURE, field=field, revision=revision)
     _fill_common(report, status, status.signing_cert)
@@ -125,26 +131,28 @@ def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus
     if status.seed_value_constraint_error is not None:
         report.errors.append("seed_value_constraints_failed")
         report.details.append(str(status.seed_value_constraint_error.failure_message))
-    apply_assessment(report, content_timestamp=status.content_timestamp_validity)
+    apply_assessment(report, content_timestamp=status.content_timestamp_validity, policy=policy)
     return report
 
 
-def report_from_timestamp_status(field: str, revision: int, status: DocumentTimestampStatus) -> SignatureReport:
+def report_from_timestamp_status(field: str, revision: int, status: DocumentTimestampStatus,
+                                 policy: AlgorithmPolicy | None = None) -> SignatureReport:
     """Build the record of a PDF document timestamp (``/DocTimeStamp``); the signer is the TSA."""
     report = SignatureReport(kind=SignatureKind.DOCUMENT_TIMESTAMP, field=field, revision=revision)
     _fill_common(report, status, status.signing_cert)
     report.timestamp_time = _iso(status.timestamp)
     _fill_modifications(report, status)
-    apply_assessment(report)
+    apply_assessment(report, policy=policy)
     return report
 
 
-def report_from_cms_status(status: StandardCMSSignatureStatus) -> SignatureReport:
+def report_from_cms_status(status: StandardCMSSignatureStatus,
+                           policy: AlgorithmPolicy | None = None) -> SignatureReport:
     """Build the record of one SignerInfo of a CMS signature (``.p7s``)."""
     report = SignatureReport(kind=SignatureKind.CMS_SIGNATURE, field=None, revision=None)
     _fill_common(report, status, status.signing_cert)
     _fill_signer_timing(report, status)
-    apply_assessment(report, content_timestamp=status.content_timestamp_validity)
+    apply_assessment(report, content_timestamp=status.content_timestamp_validity, policy=policy)
     return report
 
 
@@ -159,7 +167,6 @@ def report_from_unreadable(kind: SignatureKind, field: str | None, revision: int
     indication = sub_indication or AdESFailure.FORMAT_FAILURE
     report.indication = _INDICATION_OF_STATUS[indication.status]
     report.sub_indication = indication.standard_name
-    report.status = VERDICT_OF_INDICATION[report.indication]
     return report
 
 
@@ -170,7 +177,8 @@ _INDICATION_OF_STATUS = {
 }
 
 
-def _problems(report: SignatureReport, content_timestamp: TimestampSignatureStatus | None) -> list[_Problem]:
+def _problems(report: SignatureReport, content_timestamp: TimestampSignatureStatus | None,
+              policy: AlgorithmPolicy | None) -> list[_Problem]:
     """List every problem of a record as (indication, sub-indication, error code)."""
     failed, indeterminate = Indication.TOTAL_FAILED, Indication.INDETERMINATE
     problems: list[_Problem] = []
@@ -190,9 +198,10 @@ def _problems(report: SignatureReport, content_timestamp: TimestampSignatureStat
     if report.coverage in ("unclear", "contiguous_block_from_start"):
         problems.append((failed, AdESFailure.FORMAT_FAILURE.name, "coverage_incomplete"))
     elif report.modifications_allowed is False:
-        # NOTE: ETSI EN 319 102-1 has no sub-indication for changes after signing; a later ETSI mapping
-        # may choose one.
-        problems.append((failed, None, "modified_after_signing"))
+        # NOTE: ETSI EN 319 102-1 has no sub-indication for changes after signing. A change that the
+        # document's DocMDP rules (ISO 32000) forbid makes the file non-conformant, hence FORMAT_FAILURE;
+        # a later ETSI mapping may choose another.
+        problems.append((failed, AdESFailure.FORMAT_FAILURE.name, "modified_after_signing"))
     elif report.coverage == "entire_revision" and report.modifications is None:
         problems.append((indeterminate, None, "modifications_not_analysed"))
 
@@ -207,17 +216,20 @@ def _problems(report: SignatureReport, content_timestamp: TimestampSignatureStat
     if "seed_value_constraints_failed" in report.errors:
         problems.append((indeterminate, AdESIndeterminate.SIG_CONSTRAINTS_FAILURE.name,
                          "seed_value_constraints_failed"))
+    if policy is not None:
+        for code in policy.violations(report):
+            problems.append((indeterminate, AdESIndeterminate.CRYPTO_CONSTRAINTS_FAILURE.name, code))
     return problems
 
 
-def apply_assessment(report: SignatureReport,
-                     content_timestamp: TimestampSignatureStatus | None = None) -> None:
-    """Set the indication, sub-indication, verdict and error codes of a record from its fields.
+def apply_assessment(report: SignatureReport, content_timestamp: TimestampSignatureStatus | None = None,
+                     policy: AlgorithmPolicy | None = None) -> None:
+    """Set the indication, sub-indication and error codes of a record from its fields.
 
     A failure (TOTAL_FAILED) takes precedence over an unknown (INDETERMINATE); the sub-indication is the
     one of the first problem with that indication.
     """
-    problems = _problems(report, content_timestamp)
+    problems = _problems(report, content_timestamp, policy)
     for _, _, code in problems:
         if code not in report.errors:
             report.errors.append(code)
@@ -233,4 +245,3 @@ def apply_assessment(report: SignatureReport,
         report.sub_indication = None
     else:
         report.indication, report.sub_indication = chosen[0], chosen[1]
-    report.status = VERDICT_OF_INDICATION[report.indication]

@@ -64,4 +64,6 @@ def certificate_info(certificate: x509.Certificate) -> CertificateInfo:
         sha256=certificate.sha256.hex(),
         not_before=validity["not_before"].native.isoformat(),
         not_after=validity["not_after"].native.isoformat(),
+        key_algorithm=certificate.public_key.algorithm,
+        key_bits=certificate.public_key.bit_size,
     )

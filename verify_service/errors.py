@@ -24,6 +24,16 @@ __all__ = [
     "TrustAnchorInvalid",
     "UploadInvalid",
     "UploadTooLarge",
+    "ValidationCrashed",
+    "ValidationMemoryExceeded",
+    "ValidationTimeout",
+    "LoginRequired",
+    "LoginFailed",
+    "CsrfFailed",
+    "ReportNotFound",
+    "AccountExists",
+    "AccountNotFound",
+    "AccountNameInvalid",
 ]
 
 
@@ -105,3 +115,66 @@ class ListenFailed(QsignError):
     code = "listen_failed"
     message_template = N_("Cannot listen on {address}: {reason}. Choose another address with --listen.")
     exit_code = 1
+
+
+class ValidationTimeout(InvalidInput):
+    code = "validation_timeout"
+    message_template = N_("Validating {name} took longer than {seconds} s and was stopped. The file may be "
+                          "built to exhaust the validator.")
+    http_status = 422
+
+
+class ValidationMemoryExceeded(InvalidInput):
+    code = "validation_memory_exceeded"
+    message_template = N_("Validating {name} needed more than {limit_mb} MiB of memory and was stopped.")
+    http_status = 422
+
+
+class ValidationCrashed(InvalidInput):
+    code = "validation_crashed"
+    message_template = N_("The validation process ended unexpectedly: {detail}")
+    http_status = 422
+
+
+class LoginRequired(QsignError):
+    code = "login_required"
+    message_template = N_("Log in as an auditor, or send an API token as \"Authorization: Bearer TOKEN\".")
+    http_status = 401
+    exit_code = 2
+
+
+class LoginFailed(QsignError):
+    code = "login_failed"
+    message_template = N_("Unknown user name or wrong password.")
+    http_status = 401
+    exit_code = 2
+
+
+class CsrfFailed(QsignError):
+    code = "csrf_failed"
+    message_template = N_("The form is stale or came from another site; reload the page and try again.")
+    http_status = 403
+    exit_code = 2
+
+
+class ReportNotFound(QsignError):
+    code = "report_not_found"
+    message_template = N_("No report with id {report_id}.")
+    http_status = 404
+    exit_code = 2
+
+
+class AccountExists(InvalidInput):
+    code = "account_exists"
+    message_template = N_("An auditor account named {name} already exists.")
+
+
+class AccountNotFound(InvalidInput):
+    code = "account_not_found"
+    message_template = N_("No auditor account named {name}.")
+    http_status = 404
+
+
+class AccountNameInvalid(InvalidInput):
+    code = "account_name_invalid"
+    message_template = N_("Invalid account name {name}: use 1 to 64 letters, digits, '.', '_' or '-'.")

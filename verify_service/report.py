@@ -6,7 +6,8 @@ certificate path leads to a trust anchor and the key usage is allowed. Each of t
 it could not be determined, and an unknown value never yields the verdict "valid".
 
 Each signature also carries an ETSI EN 319 102-1 indication (TOTAL_PASSED, INDETERMINATE, TOTAL_FAILED)
-and sub-indication, derived from the same fields.
+and sub-indication, derived from the same fields. The verdict of the whole file is an indication too: it is
+``TOTAL_PASSED`` only when every signature is.
 """
 
 from __future__ import annotations
@@ -20,20 +21,15 @@ __all__ = [
     "CertificateInfo",
     "FileInfo",
     "Indication",
+    "PadesLevel",
+    "PolicyInfo",
     "Report",
     "SignatureKind",
     "SignatureReport",
     "TimestampInfo",
     "TrustInfo",
-    "Verdict",
     "overall_verdict",
 ]
-
-
-class Verdict(enum.StrEnum):
-    VALID = "valid"
-    INVALID = "invalid"
-    INDETERMINATE = "indeterminate"
 
 
 class Indication(enum.StrEnum):
@@ -44,12 +40,13 @@ class Indication(enum.StrEnum):
     TOTAL_FAILED = "TOTAL_FAILED"
 
 
-#: The verdict that each indication maps to.
-VERDICT_OF_INDICATION = {
-    Indication.TOTAL_PASSED: Verdict.VALID,
-    Indication.INDETERMINATE: Verdict.INDETERMINATE,
-    Indication.TOTAL_FAILED: Verdict.INVALID,
-}
+class PadesLevel(enum.StrEnum):
+    """PAdES baseline level that a signature reaches (ETSI EN 319 142-1)."""
+
+    B_B = "B-B"
+    B_T = "B-T"
+    B_LT = "B-LT"
+    B_LTA = "B-LTA"
 
 
 class SignatureKind(enum.StrEnum):
@@ -70,6 +67,9 @@ class CertificateInfo:
     sha256: str
     not_before: str
     not_after: str
+    #: ``rsa``, ``ec``, ... and the key size in bits.
+    key_algorithm: str | None = None
+    key_bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,13 @@ class SignatureReport:
     modifications: str | None = None
     #: The modifications are allowed by the document's DocMDP policy; ``None`` when unknown.
     modifications_allowed: bool | None = None
+    #: Objects that changed after the signed revision, as ``"<revision>: <description>"`` lines.
+    changed_objects: list[str] = field(default_factory=list)
+    #: PAdES baseline level reached (``B-B`` … ``B-LTA``); ``None`` for CMS signatures and failed ones.
+    level: PadesLevel | None = None
     indication: Indication = Indication.INDETERMINATE
     #: ETSI sub-indication (e.g. HASH_FAILURE, NO_CERTIFICATE_CHAIN_FOUND), or ``None``.
     sub_indication: str | None = None
-    status: Verdict = Verdict.INDETERMINATE
     #: Stable codes of every problem found, e.g. ``digest_mismatch``, ``no_certificate_chain_found``.
     errors: list[str] = field(default_factory=list)
     #: English detail from the validator for the problems above (not localized).
@@ -154,34 +157,61 @@ class TrustInfo:
     revocation_mode: str
 
 
+@dataclass(frozen=True)
+class PolicyInfo:
+    """The algorithm policy that validation applied."""
+
+    name: str
+    #: Digest algorithms refused anywhere in a signature or certificate path.
+    weak_digest_algorithms: list[str]
+    #: Smallest accepted RSA modulus, in bits.
+    min_rsa_bits: int
+    #: Smallest accepted EC key size, in bits.
+    min_ec_bits: int
+
+
 @dataclass
 class Report:
     """The whole verification report of one file."""
 
+    #: Identifier of the stored report (32 hexadecimal digits).
+    id: str
     file: FileInfo
     #: ``pdf`` or ``cms``.
     format: str
     signatures: list[SignatureReport]
     validation_time: str
     trust: TrustInfo
+    policy: PolicyInfo
     qsign_version: str
     #: The detached content a CMS signature was checked against.
     content: FileInfo | None = None
     #: Codes of problems with the file as a whole, e.g. ``no_signatures``.
     errors: list[str] = field(default_factory=list)
+    #: What the qsign archive knows of this file (it signed it), or ``None``; set by the service.
+    archive: dict[str, Any] | None = None
+    #: Who asked for the validation (an auditor's name, or ``cli``); set by the caller.
+    requested_by: str | None = None
 
     @property
-    def verdict(self) -> Verdict:
+    def verdict(self) -> Indication:
         return overall_verdict(self.signatures, self.errors)
 
     @property
+    def sub_indication(self) -> str | None:
+        """Sub-indication of the first signature that carries the verdict's indication."""
+        verdict = self.verdict
+        return next((signature.sub_indication for signature in self.signatures
+                     if signature.indication is verdict and signature.sub_indication), None)
+
+    @property
     def all_passed(self) -> bool:
-        """Whether every signature is intact, valid and trusted and nothing is unknown (exit code 0)."""
-        return self.verdict is Verdict.VALID
+        """Whether every signature is TOTAL_PASSED and nothing is unknown (exit code 0)."""
+        return self.verdict is Indication.TOTAL_PASSED
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as the JSON object that the CLI prints and the HTTP API returns."""
-        result: dict[str, Any] = {"verdict": str(self.verdict)}
+        result: dict[str, Any] = {"verdict": str(self.verdict), "sub_indication": self.sub_indication}
         result.update(asdict(self))
         return _plain(result)
 
@@ -189,17 +219,17 @@ class Report:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
 
 
-def overall_verdict(signatures: list[SignatureReport], errors: list[str]) -> Verdict:
-    """Combine per-signature statuses: invalid if one is invalid, valid only if all are valid.
+def overall_verdict(signatures: list[SignatureReport], errors: list[str]) -> Indication:
+    """Combine per-signature indications: TOTAL_FAILED if one failed, TOTAL_PASSED only if all passed.
 
-    A file without signatures, or with a file-level error, is never valid.
+    A file without signatures, or with a file-level error, is never TOTAL_PASSED.
     """
-    statuses = [signature.status for signature in signatures]
-    if Verdict.INVALID in statuses:
-        return Verdict.INVALID
-    if not signatures or errors or Verdict.INDETERMINATE in statuses:
-        return Verdict.INDETERMINATE
-    return Verdict.VALID
+    indications = [signature.indication for signature in signatures]
+    if Indication.TOTAL_FAILED in indications:
+        return Indication.TOTAL_FAILED
+    if not signatures or errors or Indication.INDETERMINATE in indications:
+        return Indication.INDETERMINATE
+    return Indication.TOTAL_PASSED
 
 
 def _plain(value: Any) -> Any:

@@ -33,7 +33,7 @@ from qsign.errors import QsignError
 from qsign.i18n import N_, negotiate_language
 from verify_service.errors import ListenFailed, UploadInvalid, UploadTooLarge
 from verify_service.settings import ServiceSettings, parse_listen
-from verify_service.validate import verify_file
+from verify_service.sandbox import Limits, verify_isolated
 
 __all__ = ["create_app", "serve", "start_server"]
 
@@ -196,10 +196,11 @@ async def _handle_verify(request: web.Request) -> web.Response:
         content_path, content_name = saved.get("content", (None, None))
         _logger.info("request %s: verifying upload %s", _REQUEST_ID.get(), file_name)
         loop = asyncio.get_running_loop()
+        limits = Limits(timeout_seconds=settings.timeout_seconds, memory_mb=settings.memory_mb)
         report = await loop.run_in_executor(
             request.app[_EXECUTOR],
-            lambda: verify_file(file_path, content_path, settings.trust, name=file_name,
-                                content_name=content_name),
+            lambda: verify_isolated(file_path, content_path, settings.trust, name=file_name,
+                                    content_name=content_name, policy=settings.policy, limits=limits),
         )
     return web.json_response(report.to_dict(), dumps=_dumps)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from qsign.i18n import N_, gettext_for
 from verify_service.report import Report, SignatureReport
 
-__all__ = ["format_summary", "PROBLEM_MESSAGES"]
+__all__ = ["format_summary", "format_table", "PROBLEM_MESSAGES", "VERDICT_LABELS"]
 
 #: One sentence per error code that a report can contain.
 PROBLEM_MESSAGES = {
@@ -35,13 +37,30 @@ PROBLEM_MESSAGES = {
     "seed_value_constraints_failed": N_("The signature does not meet the seed value constraints of its field."),
     "signature_format_invalid": N_("The signature does not have a valid format."),
     "signature_malformed": N_("The signature cannot be parsed."),
+    "weak_digest_algorithm": N_("The digest algorithm is too weak for the algorithm policy."),
+    "weak_key": N_("The signer's key is shorter than the algorithm policy allows."),
+    "pades_level_unknown": N_("The PAdES level could not be determined."),
+    "hash_failure": N_("The signed bytes were changed: the message digest does not match."),
+    "sig_crypto_failure": N_("The signature value does not verify with the signer's public key."),
+    "format_failure": N_("The signature does not have a valid format."),
+    "expired": N_("The signer's certificate is expired."),
+    "not_yet_valid": N_("The signer's certificate is not yet valid."),
+    "revoked": N_("The signer's certificate is revoked."),
+    "sig_constraints_failure": N_("The signature does not meet the constraints of the validation policy."),
 }
 
-_VERDICTS = {
-    "valid": N_("VALID"),
-    "invalid": N_("INVALID"),
-    "indeterminate": N_("INDETERMINATE"),
+#: A short localized gloss next to each ETSI indication, which stays in English.
+VERDICT_LABELS = {
+    "TOTAL_PASSED": N_("passed"),
+    "TOTAL_FAILED": N_("failed"),
+    "INDETERMINATE": N_("indeterminate"),
 }
+
+
+def verdict_text(indication: str, sub_indication: str | None, _) -> str:
+    """Return e.g. ``TOTAL_FAILED/HASH_FAILURE (failed)`` in the gettext function's language."""
+    text = indication + (f"/{sub_indication}" if sub_indication else "")
+    return _("{indication} ({meaning})").format(indication=text, meaning=_(VERDICT_LABELS[indication]))
 
 _KINDS = {
     "pdf_signature": N_("Signature"),
@@ -83,9 +102,11 @@ def _signature_lines(index: int, signature: SignatureReport, _) -> list[str]:
                                                                  revision=signature.revision)
     elif signature.field is not None:
         title += _(" (field {field})").format(field=signature.field)
-    indication = signature.indication + (f"/{signature.sub_indication}" if signature.sub_indication else "")
-    lines = [_("{label}: {value}").format(label=title, value=f"{_(_VERDICTS[signature.status])} ({indication})")]
+    verdict = verdict_text(signature.indication, signature.sub_indication, _)
+    lines = [_("{label}: {value}").format(label=title, value=verdict)]
     indent = "  "
+    if signature.level is not None:
+        lines.append(_field(_, N_("PAdES level"), signature.level, indent))
 
     lines.append(_field(_, N_("Signer"), signature.signer or _("unknown"), indent))
     if signature.signer_certificate is not None:
@@ -113,6 +134,8 @@ def _signature_lines(index: int, signature: SignatureReport, _) -> list[str]:
         changes = _(_MODIFICATIONS.get(signature.modifications, signature.modifications)) \
             if signature.modifications else _("not analysed")
         lines.append(_field(_, N_("Changes after signing"), changes, indent))
+    for changed in signature.changed_objects:
+        lines.append(f"{indent}  - {changed}")
     for code in signature.errors:
         message = _(PROBLEM_MESSAGES[code]) if code in PROBLEM_MESSAGES else code
         lines.append(f"{indent}! {message} [{code}]")
@@ -127,7 +150,8 @@ def format_summary(report: Report, language: str) -> str:
     lines = [_field(_, N_("File"), f"{file.name} ({size}, SHA-256 {file.sha256})")]
     if report.content is not None:
         lines.append(_field(_, N_("Signed content"), f"{report.content.name} (SHA-256 {report.content.sha256})"))
-    lines.append(_field(_, N_("Verdict"), _(_VERDICTS[report.verdict])))
+    lines.append(_field(_, N_("Verdict"), verdict_text(report.verdict, report.sub_indication, _)))
+    lines.append(_field(_, N_("Report id"), report.id))
     lines.append(_field(_, N_("Validation time"), report.validation_time))
     anchors = ", ".join(anchor["subject"] for anchor in report.trust.anchors) or _("none")
     lines.append(_field(_, N_("Trust anchors"), anchors))
@@ -138,3 +162,25 @@ def format_summary(report: Report, language: str) -> str:
         lines.append("")
         lines.extend(_signature_lines(index, signature, _))
     return "\n".join(lines)
+
+
+def format_table(results: list[tuple[str, object]], language: str) -> str:
+    """Return one line per file: verdict, sub-indication, signature count (or the error code)."""
+    _ = gettext_for(language)
+    rows = [(_("File"), _("Verdict"), _("Signatures"))]
+    for path, result in results:
+        if isinstance(result, Report):
+            rows.append((path, verdict_text(result.verdict, result.sub_indication, _), str(len(result.signatures))))
+        else:
+            rows.append((path, _("error [{code}]").format(code=getattr(result, "code", "?")), "-"))
+    widths = [max(_display_width(row[column]) for row in rows) for column in range(3)]
+    lines = []
+    for row in rows:
+        cells = [cell + " " * (widths[column] - _display_width(cell)) for column, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _display_width(text: str) -> int:
+    """Columns a terminal uses for ``text``: East Asian wide characters take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)

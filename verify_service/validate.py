@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -39,7 +40,9 @@ from verify_service.assessment import (
 )
 from verify_service.errors import CmsMalformed, ContentNotExpected, ContentRequired, PdfEncrypted, PdfMalformed
 from verify_service.inputs import InputFile, InputFormat, inspect_content, inspect_input
-from verify_service.report import FileInfo, Report, SignatureKind, SignatureReport, TrustInfo
+from verify_service.levels import assign_pades_levels
+from verify_service.policy import AlgorithmPolicy
+from verify_service.report import Report, SignatureKind, SignatureReport, TrustInfo
 from verify_service.trust import TrustSettings, describe_certificate
 
 __all__ = ["averify_file", "verify_file"]
@@ -47,50 +50,57 @@ __all__ = ["averify_file", "verify_file"]
 _logger = logging.getLogger(__name__)
 
 #: Errors that asn1crypto and pyHanko raise on structures they cannot parse.
-_PARSE_ERRORS = (misc.PdfError, ValueError, TypeError, KeyError, IndexError)
+#: RecursionError: object-stream loops and circular page trees make some readers recurse without end.
+_PARSE_ERRORS = (misc.PdfError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
 
 
 def verify_file(path: str | os.PathLike[str], content: str | os.PathLike[str] | None = None,
                 trust: TrustSettings = TrustSettings(), *, name: str | None = None,
-                content_name: str | None = None) -> Report:
+                content_name: str | None = None, policy: AlgorithmPolicy = AlgorithmPolicy(),
+                at: datetime | None = None) -> Report:
     """Validate every signature in a PDF, or the signature(s) of a CMS file, and return the report.
 
     ``content`` is the signed file of a detached CMS signature. ``name`` and ``content_name`` are the file
-    names the report shows (default: the paths' last parts). Runs its own event loop, so call it from a
-    thread that has none (use ``averify_file`` inside a running loop).
+    names the report shows (default: the paths' last parts). ``at`` is the validation time (timezone-aware;
+    default: now). Runs its own event loop, so call it from a thread that has none (use ``averify_file``
+    inside a running loop). Runs in the calling process: ``verify_service.sandbox`` isolates it.
 
     Raises a ``verify_service.errors`` error (``InvalidInput``) when no report can be made: missing,
     empty or unreadable input, a detached CMS without its content, an encrypted PDF.
     """
-    return asyncio.run(averify_file(path, content, trust, name=name, content_name=content_name))
+    return asyncio.run(averify_file(path, content, trust, name=name, content_name=content_name, policy=policy,
+                                    at=at))
 
 
 async def averify_file(path: str | os.PathLike[str], content: str | os.PathLike[str] | None = None,
                        trust: TrustSettings = TrustSettings(), *, name: str | None = None,
-                       content_name: str | None = None) -> Report:
+                       content_name: str | None = None, policy: AlgorithmPolicy = AlgorithmPolicy(),
+                       at: datetime | None = None) -> Report:
     """Do what ``verify_file`` does, in the running event loop (the pyHanko calls are CPU-bound)."""
     document = inspect_input(path, name)
     content_file = inspect_content(content, content_name) if content is not None else None
     if document.format is InputFormat.PDF and content_file is not None:
         raise ContentNotExpected(ids={"file": document.info.name}, name=document.info.name)
 
-    context = _validation_context(trust)
+    context = _validation_context(trust, policy, at)
     validation_time: datetime = context.moment
     _logger.info("verifying %s (%s, sha256 %s)", document.info.name, document.format, document.info.sha256)
 
     if document.format is InputFormat.PDF:
-        signatures, errors = await _verify_pdf(document, context)
+        signatures, errors = await _verify_pdf(document, context, policy)
     else:
-        signatures, errors = await _verify_cms(document, content_file, context)
+        signatures, errors = await _verify_cms(document, content_file, context, policy)
 
     if not trust.anchors:
         errors.append("no_trust_anchors")
     report = Report(
+        id=uuid.uuid4().hex,
         file=document.info,
         format=str(document.format),
         signatures=signatures,
         validation_time=validation_time.isoformat(),
         trust=_trust_info(trust),
+        policy=policy.info(),
         qsign_version=__version__,
         content=content_file.info if content_file is not None else None,
         errors=errors,
@@ -100,12 +110,14 @@ async def averify_file(path: str | os.PathLike[str], content: str | os.PathLike[
     return report
 
 
-def _validation_context(trust: TrustSettings) -> ValidationContext:
+def _validation_context(trust: TrustSettings, policy: AlgorithmPolicy, at: datetime | None) -> ValidationContext:
     return ValidationContext(
         trust_roots=list(trust.anchors),
         other_certs=list(trust.intermediates),
         allow_fetching=trust.online,
         revocation_mode=trust.revocation_mode,
+        weak_hash_algos=set(policy.weak_digest_algorithms),
+        moment=at,
     )
 
 
@@ -140,8 +152,8 @@ def _open_pdf(document: InputFile, handle: BinaryIO) -> PdfFileReader:
     return reader
 
 
-async def _verify_pdf(document: InputFile,
-                      context: ValidationContext) -> tuple[list[SignatureReport], list[str]]:
+async def _verify_pdf(document: InputFile, context: ValidationContext,
+                      policy: AlgorithmPolicy) -> tuple[list[SignatureReport], list[str]]:
     with document.path.open("rb") as handle:
         reader = _open_pdf(document, handle)
         try:
@@ -151,16 +163,20 @@ async def _verify_pdf(document: InputFile,
             raise PdfMalformed(ids={"file": name}, name=name, detail=str(exc)) from exc
 
         # Field names are pyHanko TextStringObjects; the report wants plain strings.
-        signatures = [await _verify_pdf_field(reader, str(field_name), field, context)
+        signatures = [await _verify_pdf_field(reader, str(field_name), field, context, policy)
                       for field_name, _, field in fields]
-
-    signatures.sort(key=lambda record: (record.revision is None, record.revision or 0))
-    errors = [] if signatures else ["no_signatures"]
+        signatures.sort(key=lambda record: (record.revision is None, record.revision or 0))
+        errors = [] if signatures else ["no_signatures"]
+        try:
+            assign_pades_levels(reader, signatures)
+        except _PARSE_ERRORS as exc:
+            _logger.info("cannot determine the PAdES levels of %s: %s", document.info.name, exc)
+            errors.append("pades_level_unknown")
     return signatures, errors
 
 
-async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, context: ValidationContext
-                            ) -> SignatureReport:
+async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, context: ValidationContext,
+                            policy: AlgorithmPolicy) -> SignatureReport:
     """Validate one filled signature field; a damaged signature becomes a failed record, not an error."""
     try:
         embedded = EmbeddedPdfSignature(reader, field, field_name)
@@ -171,13 +187,14 @@ async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, conte
 
     is_timestamp = embedded.sig_object_type == "/DocTimeStamp"
     kind = SignatureKind.DOCUMENT_TIMESTAMP if is_timestamp else SignatureKind.PDF_SIGNATURE
-    revision = embedded.signed_revision
+    revision = None
     try:
+        revision = embedded.signed_revision
         if is_timestamp:
             status = await async_validate_pdf_timestamp(embedded, validation_context=context)
-            return report_from_timestamp_status(field_name, revision, status)
+            return report_from_timestamp_status(field_name, revision, status, policy)
         status = await async_validate_pdf_signature(embedded, signer_validation_context=context)
-        return report_from_pdf_status(field_name, revision, status)
+        return report_from_pdf_status(field_name, revision, status, policy)
     except SignatureValidationError as exc:
         _logger.info("signature %s failed validation: %s", field_name, exc.failure_message)
         return report_from_unreadable(kind, field_name, revision, "signature_format_invalid",
@@ -224,8 +241,8 @@ def _single_signer_copies(signed_data: cms.SignedData) -> list[cms.SignedData]:
     return copies
 
 
-async def _verify_cms(document: InputFile, content: InputFile | None,
-                      context: ValidationContext) -> tuple[list[SignatureReport], list[str]]:
+async def _verify_cms(document: InputFile, content: InputFile | None, context: ValidationContext,
+                      policy: AlgorithmPolicy) -> tuple[list[SignatureReport], list[str]]:
     name = document.info.name
     signed_data = _load_signed_data(document)
     detached = signed_data["encap_content_info"]["content"] is core.VOID or \
@@ -239,7 +256,7 @@ async def _verify_cms(document: InputFile, content: InputFile | None,
     for single in _single_signer_copies(signed_data):
         try:
             status = await _validate_cms_signer(single, content.path if content else None, context)
-            signatures.append(report_from_cms_status(status))
+            signatures.append(report_from_cms_status(status, policy))
         except SignatureValidationError as exc:
             _logger.info("CMS signature in %s failed validation: %s", name, exc.failure_message)
             signatures.append(report_from_unreadable(SignatureKind.CMS_SIGNATURE, None, None,

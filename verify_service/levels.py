@@ -1,0 +1,60 @@
+"""The PAdES baseline level each PDF signature reaches (ETSI EN 319 142-1): B-B, B-T, B-LT or B-LTA.
+
+The level is a structural statement: which evidence exists next to the signature and validates.
+
+- B-B: the signature itself is intact and its value verifies.
+- B-T: also a trusted time: a signature timestamp, or a document timestamp in a later revision, that is
+  intact and valid.
+- B-LT: also validation data in the document security store (``/DSS`` with certificates, OCSP responses
+  or CRLs).
+- B-LTA: also a document timestamp added after the ``/DSS`` first appeared.
+"""
+
+from __future__ import annotations
+
+from pyhanko.pdf_utils.reader import PdfFileReader
+
+from verify_service.report import PadesLevel, SignatureKind, SignatureReport
+
+__all__ = ["assign_pades_levels"]
+
+_DSS_ENTRIES = ("/Certs", "/OCSPs", "/CRLs")
+
+
+def _first_dss_revision(reader: PdfFileReader) -> int | None:
+    """Return the first revision whose catalog has a ``/DSS`` with validation data, or ``None``."""
+    for revision in range(reader.xrefs.total_revisions):
+        try:
+            dss = reader.get_historical_root(revision).get("/DSS")
+        except KeyError:
+            # The first section of a linearized file has a trailer without /Root.
+            continue
+        if dss is not None and any(entry in dss.get_object() for entry in _DSS_ENTRIES):
+            return revision
+    return None
+
+
+def assign_pades_levels(reader: PdfFileReader, signatures: list[SignatureReport]) -> None:
+    """Set ``level`` on every PDF signature record that is intact and valid; leave others ``None``."""
+    if not signatures:
+        return
+    timestamps = [record for record in signatures if record.kind is SignatureKind.DOCUMENT_TIMESTAMP
+                  and record.intact and record.valid and record.revision is not None]
+    dss_revision = _first_dss_revision(reader)
+
+    for record in signatures:
+        if record.kind is not SignatureKind.PDF_SIGNATURE or not (record.intact and record.valid):
+            continue
+        revision = record.revision if record.revision is not None else 0
+        later_timestamps = [stamp.revision for stamp in timestamps if stamp.revision > revision]
+        has_time = (record.timestamp is not None and record.timestamp.intact and record.timestamp.valid) \
+            or bool(later_timestamps)
+
+        level = PadesLevel.B_B
+        if has_time:
+            level = PadesLevel.B_T
+            if dss_revision is not None:
+                level = PadesLevel.B_LT
+                if any(stamp > dss_revision for stamp in later_timestamps):
+                    level = PadesLevel.B_LTA
+        record.level = level
