@@ -15,6 +15,7 @@ Each test runs the module in a subprocess, because the fixture may restart the d
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import re
@@ -37,6 +38,8 @@ PID_FILE = Path("/var/run/pkcsslotd.pid")
 SWTOK_DIR = Path("/var/lib/opencryptoki/swtok")
 #: Directories that systemd-tmpfiles makes from the package's tmpfiles.d entry; no systemd runs here.
 RUNTIME_DIRS = (Path("/var/lock/opencryptoki"), Path("/var/lock/opencryptoki/swtok"), Path("/var/log/opencryptoki"))
+#: Held while a test session uses swtok, so that two pytest runs on one machine take turns.
+RUN_LOCK = Path("/var/lock/qsign-opencryptoki-tests.lock")
 #: Security officer PIN of a freshly initialised openCryptoki token.
 DEFAULT_SO_PIN = "87654321"
 
@@ -172,6 +175,23 @@ def opencryptoki() -> Iterator[OpenCryptoki]:
         pytest.skip("openCryptoki 3.8.1 keeps its token in /var/lib/opencryptoki and its daemon socket "
                     "in /var/run; setting them up needs root")
 
+    with RUN_LOCK.open("a") as run_lock:
+        _wait_for_lock(run_lock)
+        yield from _set_up_swtok()
+
+
+def _wait_for_lock(handle: Any, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            assert time.monotonic() < deadline, f"another test run held {RUN_LOCK} for {timeout} s"
+            time.sleep(0.2)
+
+
+def _set_up_swtok() -> Iterator[OpenCryptoki]:
     owns_daemon = _daemon_pid() is None
     if owns_daemon:
         _start_daemon()
