@@ -7,9 +7,9 @@ PIN sets ``CKF_USER_PIN_COUNT_LOW``, two set ``CKF_USER_PIN_FINAL_TRY``, and thr
 token has ``CKF_USER_PIN_TO_BE_CHANGED`` until the security officer sets the user PIN.
 
 openCryptoki's paths are fixed at build time (``/etc/opencryptoki``, ``/var/lib/opencryptoki``,
-``/var/lock/opencryptoki``, ``/var/run/pkcsslotd.*``), so this cannot run in a temporary directory:
-the fixture needs root, starts ``pkcsslotd`` when it is not running (and stops it afterwards), and
-uses the machine's swtok token only when it is uninitialised or already carries ``TOKEN_LABEL``.
+``/var/lock/opencryptoki``, ``/var/run/pkcsslotd.*``), so this cannot run in a temporary directory.
+The fixture needs root. It starts ``pkcsslotd`` when it is not running (and stops it afterwards),
+and uses the machine's swtok token only when it is uninitialised or already carries ``TOKEN_LABEL``.
 Each test runs the module in a subprocess, because the fixture may restart the daemon.
 """
 
