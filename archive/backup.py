@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 
 from archive.audit import canonical_json, utc_now
 from archive.checkpoint import SignedPayload, certificate_trust_problem, sign_payload, verify_payload
-from archive.errors import ArchiveError, BackupInvalid, RestoreTargetNotEmpty, SignerUnavailable
+from archive.errors import ArchiveError, BackupInvalid, Reason, RestoreTargetNotEmpty, SignerUnavailable
 from archive.store import fsync_directory
 from qsign.i18n import N_
 
@@ -174,8 +174,10 @@ def create_backup(archive: Any, destination: Path) -> BackupSummary:
                          signer=signed.signer)
 
 
-def _reject(path: Path, reason: str) -> BackupInvalid:
-    return BackupInvalid(path=str(path), reason=reason, ids={"path": str(path)})
+def _reject(path: Path, reason: str, **args: Any) -> BackupInvalid:
+    arguments = {name: value if isinstance(value, Reason) else str(value) for name, value in args.items()}
+    return BackupInvalid(path=str(path), reason=Reason(reason, arguments),
+                         ids={"path": str(path)})
 
 
 def _check_zero(handle: BinaryIO, start: int, end: int) -> bool:
@@ -189,21 +191,21 @@ def _check_zero(handle: BinaryIO, start: int, end: int) -> bool:
     return True
 
 
-def _check_layout(source: Path, members: list[tarfile.TarInfo]) -> str | None:
+def _check_layout(source: Path, members: list[tarfile.TarInfo]) -> Reason | None:
     """Return why the tar has bytes outside headers and data that are not zero, or None."""
     position = 0
     with source.open("rb") as handle:
         for member in members:
             if member.offset != position or member.offset_data != member.offset + _BLOCK:
-                return f"unexpected header layout before {member.name}"
+                return Reason(N_("unexpected header layout before {name}"), {"name": member.name})
             data_end = member.offset_data + member.size
             padded_end = -(-data_end // _BLOCK) * _BLOCK
             if not _check_zero(handle, data_end, padded_end):
-                return f"non-zero padding after {member.name}"
+                return Reason(N_("non-zero padding after {name}"), {"name": member.name})
             position = padded_end
         total = os.fstat(handle.fileno()).st_size
         if not _check_zero(handle, position, total):
-            return "non-zero bytes after the last member"
+            return Reason(N_("non-zero bytes after the last member"))
     return None
 
 
@@ -211,63 +213,64 @@ def _read_members(source: Path) -> tuple[tarfile.TarFile, dict[str, tarfile.TarI
     try:
         tar = tarfile.open(source, "r:")
     except (tarfile.TarError, OSError) as error:
-        raise _reject(source, f"not a readable tar file ({error})") from None
+        raise _reject(source, N_("not a readable tar file ({error})"), error=error) from None
     try:
         members_list = tar.getmembers()
     except tarfile.TarError as error:
         tar.close()
-        raise _reject(source, f"damaged tar file ({error})") from None
+        raise _reject(source, N_("damaged tar file ({error})"), error=error) from None
 
     members: dict[str, tarfile.TarInfo] = {}
     for member in members_list:
         if not member.isreg() or member.name in members:
             tar.close()
-            raise _reject(source, f"unexpected member {member.name!r}")
+            raise _reject(source, N_("unexpected member {name}"), name=member.name)
         members[member.name] = member
     problem = _check_layout(source, members_list)
     if problem:
         tar.close()
-        raise _reject(source, problem)
+        raise _reject(source, problem.template, **problem.args)
     return tar, members
 
 
 def _read_signed_manifest(source: Path, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
                           anchors: list[Path], intermediates: list[Path]) -> dict[str, Any]:
     if _MANIFEST not in members or _SIGNATURE not in members:
-        raise _reject(source, "the manifest or its signature is missing")
+        raise _reject(source, N_("the manifest or its signature is missing"))
     manifest_bytes = tar.extractfile(members[_MANIFEST]).read()
     try:
         signed = SignedPayload.from_json(manifest_bytes, json.loads(tar.extractfile(members[_SIGNATURE]).read()))
     except (ValueError, KeyError, TypeError):
-        raise _reject(source, "the manifest signature is malformed") from None
+        raise _reject(source, N_("the manifest signature is malformed")) from None
     if not verify_payload(signed):
-        raise _reject(source, "the manifest signature does not verify")
+        raise _reject(source, N_("the manifest signature does not verify"))
     if anchors:
         problem = certificate_trust_problem(signed.certificate, anchors, intermediates)
         if problem:
-            raise _reject(source, f"the manifest was signed by an untrusted certificate: {problem}")
+            raise _reject(source, N_("the manifest was signed by an untrusted certificate: {problem}"),
+                          problem=problem)
 
     manifest = json.loads(manifest_bytes)
     if manifest.get("format") != BACKUP_FORMAT or manifest.get("version") != _VERSION:
-        raise _reject(source, "unknown backup format")
+        raise _reject(source, N_("unknown backup format"))
     listed = {entry["path"] for entry in manifest["files"]}
     for name in listed:
         if name != _DATABASE_NAME and not _DOCUMENT_PATH.match(name):
-            raise _reject(source, f"the manifest lists an unexpected path {name!r}")
+            raise _reject(source, N_("the manifest lists an unexpected path {name}"), name=name)
     unexpected = set(members) - listed - {_MANIFEST, _SIGNATURE}
     if unexpected:
-        raise _reject(source, f"member {sorted(unexpected)[0]!r} is not in the manifest")
+        raise _reject(source, N_("member {name} is not in the manifest"), name=sorted(unexpected)[0])
     if _DATABASE_NAME not in listed:
-        raise _reject(source, "the manifest lists no database")
+        raise _reject(source, N_("the manifest lists no database"))
     return manifest
 
 
 def _extract_checked(source: Path, tar: tarfile.TarFile, member: tarfile.TarInfo | None, entry: dict[str, Any],
                      target: Path) -> None:
     if member is None:
-        raise _reject(source, f"{entry['path']} is listed in the manifest but missing")
+        raise _reject(source, N_("{name} is listed in the manifest but missing"), name=entry["path"])
     if member.size != entry["size"]:
-        raise _reject(source, f"{entry['path']} has the wrong size")
+        raise _reject(source, N_("{name} has the wrong size"), name=entry["path"])
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     with tar.extractfile(member) as reader, target.open("wb") as writer:
@@ -277,7 +280,7 @@ def _extract_checked(source: Path, tar: tarfile.TarFile, member: tarfile.TarInfo
         writer.flush()
         os.fsync(writer.fileno())
     if digest.hexdigest() != entry["sha256"]:
-        raise _reject(source, f"{entry['path']} does not match its SHA-256 in the manifest")
+        raise _reject(source, N_("{name} does not match its SHA-256 in the manifest"), name=entry["path"])
 
 
 def restore_backup(source: Path, state_dir: Path, anchors: list[Path],

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from sqlalchemy import Connection, insert, select
 
 from archive.audit import canonical_json, utc_now
-from archive.errors import SignerUnavailable
+from archive.errors import Reason, SignerUnavailable
+from qsign.i18n import N_
 from archive.schema import audit_log, checkpoints
 from archive.settings import ArchiveSettings
 from qsign.config import Config
@@ -149,7 +150,7 @@ def verify_payload(signed: SignedPayload) -> bool:
 
 
 def certificate_trust_problem(certificate_der: bytes, anchors: list[Path],
-                              intermediates: list[Path]) -> str | None:
+                              intermediates: list[Path]) -> Reason | None:
     """Return why the certificate does not chain to one of ``anchors``, or None when it does.
 
     Checks issuer signatures only (no validity period or revocation): a checkpoint stays provable
@@ -167,18 +168,19 @@ def certificate_trust_problem(certificate_der: bytes, anchors: list[Path],
     try:
         current = x509.load_der_x509_certificate(certificate_der)
     except ValueError:
-        return "the certificate cannot be parsed"
+        return Reason(N_("the certificate cannot be parsed"))
 
     for _depth in range(8):
         if any(current == anchor for anchor in trusted):
             return None
         issuer = next((candidate for candidate in pool if _issued_by(current, candidate)), None)
         if issuer is None:
-            return f"no configured trust anchor or intermediate issued {current.subject.rfc4514_string()}"
+            return Reason(N_("no configured trust anchor or intermediate issued {subject}"),
+                          {"subject": current.subject.rfc4514_string()})
         if issuer in trusted:
             return None
         current = issuer
-    return "the certificate chain is longer than 8 certificates"
+    return Reason(N_("the certificate chain is longer than 8 certificates"))
 
 
 def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -30,7 +30,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from archive.errors import DocumentCorrupt, KeyEncryptionKeyUnavailable
+from archive.errors import DocumentCorrupt, KeyEncryptionKeyUnavailable, Reason
+from qsign.i18n import N_
 
 __all__ = ["KeyEncryptionKey", "KeyFileKek", "Pkcs11Kek", "EnvelopeWriter", "EnvelopeReader",
            "MAGIC", "is_envelope"]
@@ -65,13 +66,15 @@ class KeyFileKek:
     def __init__(self, path: Path, create: bool = False) -> None:
         if not path.exists():
             if not create:
-                raise KeyEncryptionKeyUnavailable(reason=f"key file {path} does not exist",
-                                                  ids={"path": str(path)})
+                raise KeyEncryptionKeyUnavailable(
+                    reason=Reason(N_("key file {path} does not exist"), {"path": str(path)}),
+                    ids={"path": str(path)})
             _create_key_file(path)
         key = path.read_bytes()
         if len(key) != _DATA_KEY_BYTES:
-            raise KeyEncryptionKeyUnavailable(reason=f"key file {path} must hold exactly 32 bytes",
-                                              ids={"path": str(path)})
+            raise KeyEncryptionKeyUnavailable(
+                reason=Reason(N_("key file {path} must hold exactly 32 bytes"), {"path": str(path)}),
+                ids={"path": str(path)})
         self._key = key
         self.key_id = "file:" + hashlib.sha256(b"qsign archive kek id\0" + key).hexdigest()[:16]
 
@@ -149,14 +152,14 @@ class Pkcs11Kek:
         except self._p11.NoSuchKey:
             if not create:
                 raise KeyEncryptionKeyUnavailable(
-                    reason=f"no AES key {key_label} on token {self._error_params['token']} (set "
-                           f"archive.kek_create = true to create it)", ids=self._error_params) from None
+                    reason=Reason(N_("no AES key {key} on token {token} (set archive.kek_create = true to "
+                                     "create it)"), dict(self._error_params)), ids=self._error_params) from None
             key = self._generate(key_label)
 
         if key[pkcs11.Attribute.EXTRACTABLE] or not key[pkcs11.Attribute.SENSITIVE]:
             raise KeyEncryptionKeyUnavailable(
-                reason=f"AES key {key_label} on token {self._error_params['token']} is extractable or not "
-                       f"sensitive; create a non-extractable key", ids=self._error_params)
+                reason=Reason(N_("AES key {key} on token {token} is extractable or not sensitive; create a "
+                                 "non-extractable key"), dict(self._error_params)), ids=self._error_params)
         return key
 
     def _generate(self, key_label: str):
@@ -291,23 +294,23 @@ class EnvelopeReader:
         self._remaining = total - self._handle.tell() - _TAG_BYTES
         if self._remaining < 0:
             self._handle.close()
-            raise self._corrupt("file is shorter than its header and tag")
+            raise self._corrupt(N_("file is shorter than its header and tag"))
         self._decryptor = Cipher(algorithms.AES(self._data_key), modes.GCM(self._nonce)).decryptor()
         self._decryptor.authenticate_additional_data(header)
 
-    def _corrupt(self, reason: str) -> DocumentCorrupt:
-        return DocumentCorrupt(sha256=self._sha256, reason=reason, ids={"sha256": self._sha256})
+    def _corrupt(self, reason: str, **args: str) -> DocumentCorrupt:
+        return DocumentCorrupt(sha256=self._sha256, reason=Reason(reason, args), ids={"sha256": self._sha256})
 
     def _read_exact(self, count: int) -> bytes:
         data = self._handle.read(count)
         if len(data) != count:
-            raise self._corrupt("truncated header")
+            raise self._corrupt(N_("truncated header"))
         return data
 
     def _read_header(self, kek: KeyEncryptionKey) -> bytes:
         magic = self._read_exact(len(MAGIC))
         if magic != MAGIC:
-            raise self._corrupt("not an encrypted archive file")
+            raise self._corrupt(N_("not an encrypted archive file"))
         (id_length,) = struct.unpack(">H", self._read_exact(2))
         kek_id = self._read_exact(id_length).decode("utf-8", errors="replace")
         (wrapped_length,) = struct.unpack(">H", self._read_exact(2))
@@ -316,10 +319,10 @@ class EnvelopeReader:
         try:
             self._data_key = kek.unwrap(wrapped)
         except InvalidUnwrap:
-            reason = "the data key does not unwrap with the configured key-encryption key"
             if kek_id != kek.key_id:
-                reason += f" (the file names key {kek_id})"
-            raise self._corrupt(reason) from None
+                raise self._corrupt(N_("the data key does not unwrap with the configured key-encryption key "
+                                       "(the file names key {key})"), key=kek_id) from None
+            raise self._corrupt(N_("the data key does not unwrap with the configured key-encryption key")) from None
         return _header(kek_id, wrapped, self._nonce)
 
     def chunks(self):
@@ -327,7 +330,7 @@ class EnvelopeReader:
         while self._remaining > 0:
             data = self._handle.read(min(CHUNK_BYTES, self._remaining))
             if not data:
-                raise self._corrupt("file ended early")
+                raise self._corrupt(N_("file ended early"))
             self._remaining -= len(data)
             yield self._decryptor.update(data)
 
@@ -337,7 +340,7 @@ class EnvelopeReader:
         try:
             self._decryptor.finalize_with_tag(tag)
         except (InvalidTag, ValueError):
-            raise self._corrupt("authentication tag mismatch") from None
+            raise self._corrupt(N_("authentication tag mismatch")) from None
         finally:
             self._handle.close()
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from qsign.errors import InvalidInput, QsignError
-from qsign.i18n import N_
+from qsign.i18n import N_, translate
 
 __all__ = [
+    "Reason",
+    "localize_params",
     "ArchiveError",
     "DocumentNotFound",
     "DocumentCorrupt",
@@ -18,11 +23,34 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Reason:
+    """A translatable message fragment used as a parameter of another message (``reason=Reason(...)``)."""
+
+    template: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, language: str) -> str:
+        return translate(self.template, language, **localize_params(self.args, language))
+
+    def __str__(self) -> str:
+        return self.text("en")
+
+
+def localize_params(params: dict[str, Any], language: str) -> dict[str, Any]:
+    """Return ``params`` with every ``Reason`` replaced by its text in ``language``."""
+    return {name: value.text(language) if isinstance(value, Reason) else value for name, value in params.items()}
+
+
 class ArchiveError(QsignError):
     """An error of the archive: database, document store, audit log or backups."""
 
     code = "archive_error"
     message_template = N_("The archive reported an error.")
+
+    def message(self, language: str = "zh_CN") -> str:
+        """Return the human message in ``language``, with ``Reason`` parameters translated too."""
+        return translate(self.message_template, language, **localize_params(self.params, language))
 
 
 class DocumentNotFound(ArchiveError):

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from archive.crypto import CHUNK_BYTES, EnvelopeReader, EnvelopeWriter, KeyEncryptionKey, is_envelope
-from archive.errors import DocumentCorrupt, DocumentNotFound
+from archive.errors import DocumentCorrupt, DocumentNotFound, Reason
+from qsign.i18n import N_
 
 __all__ = ["DocumentStore", "StoredFile", "fsync_directory", "TEMP_DIR_NAME", "is_sha256"]
 
@@ -202,8 +203,9 @@ class DocumentStore:
         digest = hashlib.sha256()
         if is_envelope(path):
             if self.kek is None:
-                raise DocumentCorrupt(sha256=sha256, reason="the file is encrypted and no key-encryption "
-                                      "key is configured", ids={"sha256": sha256})
+                raise DocumentCorrupt(sha256=sha256, reason=Reason(N_("the file is encrypted and no "
+                                                                      "key-encryption key is configured")),
+                                      ids={"sha256": sha256})
             reader = EnvelopeReader(path, self.kek, sha256)
             try:
                 for chunk in reader.chunks():
@@ -219,7 +221,7 @@ class DocumentStore:
                     yield chunk
 
         if digest.hexdigest() != sha256:
-            raise DocumentCorrupt(sha256=sha256, reason="content does not match its SHA-256",
+            raise DocumentCorrupt(sha256=sha256, reason=Reason(N_("content does not match its SHA-256")),
                                   ids={"sha256": sha256})
 
     def check(self, sha256: str) -> None:

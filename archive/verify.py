@@ -19,7 +19,7 @@ from sqlalchemy import Connection, func, select
 
 from archive.audit import GENESIS_HASH, row_hash
 from archive.checkpoint import SignedPayload, certificate_trust_problem, parse_checkpoint_payload, verify_payload
-from archive.errors import DocumentCorrupt, DocumentNotFound
+from archive.errors import DocumentCorrupt, DocumentNotFound, localize_params
 from archive.schema import audit_head, audit_log, checkpoints, documents
 from archive.store import TEMP_DIR_NAME, DocumentStore, is_sha256
 from qsign.i18n import N_, translate
@@ -52,7 +52,7 @@ class Finding:
     sha256: str | None = None
 
     def message(self, language: str) -> str:
-        return translate(self.message_template, language, **self.params)
+        return translate(self.message_template, language, **localize_params(self.params, language))
 
     def to_dict(self, language: str) -> dict[str, Any]:
         result: dict[str, Any] = {"code": self.code, "severity": self.severity.value,

@@ -86,7 +86,7 @@ def test_keyfile_wrong_key_is_corrupt(tmp_path: Path) -> None:
         archive.read_document(record.sha256)
 
     assert raised.value.code == "document_corrupt"
-    assert "unwrap" in raised.value.params["reason"]
+    assert "unwrap" in str(raised.value.params["reason"])
 
 
 @pytest.mark.parametrize("position", ["header", "ciphertext", "tag"])
