@@ -29,9 +29,12 @@ from pathlib import Path
 import pkcs11
 from cryptography import x509
 
+from qsign.config import load_config
 from softhsm_setup.errors import CertificateMismatch, SoftHsmModuleMissing
 from softhsm_setup.files import Status, ensure_directory, write_file
 from softhsm_setup.layout import StateLayout
+from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls, load_or_create_tsa, tsa_certificate_path
+from softhsm_setup.policy_file import write_demo_policy
 from softhsm_setup.pki import (
     TestPki,
     certificate_matches_key,
@@ -126,7 +129,7 @@ def _ensure_tokens(module: Pkcs11Module, layout: StateLayout,
 
 
 def _certificate_for_new_object(layout: StateLayout, spec: KeySpec, public_key, pki: TestPki,
-                                now: datetime.datetime) -> x509.Certificate:
+                                now: datetime.datetime, urls: PkiUrls) -> x509.Certificate:
     """Return the certificate to store for a key that has no certificate object yet.
 
     A certificate file left in ``pki/`` by an interrupted run is reused when it still certifies the
@@ -138,7 +141,7 @@ def _certificate_for_new_object(layout: StateLayout, spec: KeySpec, public_key, 
         if certificate_matches_key(previous, public_key) and is_directly_issued_by(
                 previous, pki.intermediate.certificate):
             return previous
-    return issue_end_entity_certificate(pki.intermediate, public_key, spec, now)
+    return issue_end_entity_certificate(pki.intermediate, public_key, spec, now, urls)
 
 
 def _check_certificate(layout: StateLayout, spec: KeySpec, certificate: x509.Certificate, public_key,
@@ -162,7 +165,7 @@ def _write_certificate_file(path: Path, certificate: x509.Certificate, written: 
 
 
 def _ensure_key_and_certificate(session: pkcs11.Session, layout: StateLayout, spec: KeySpec, pki: TestPki,
-                                now: datetime.datetime,
+                                now: datetime.datetime, urls: PkiUrls,
                                 written: list[Path]) -> tuple[KeyResult, CertificateResult]:
     private_key = find_private_key(session, spec)
     if private_key is None:
@@ -175,7 +178,7 @@ def _ensure_key_and_certificate(session: pkcs11.Session, layout: StateLayout, sp
 
     certificate = find_certificate(session, spec, layout)
     if certificate is None:
-        certificate = _certificate_for_new_object(layout, spec, public_key, pki, now)
+        certificate = _certificate_for_new_object(layout, spec, public_key, pki, now, urls)
         store_certificate(session, spec, certificate)
         certificate_status = Status.CREATED
     else:
@@ -197,7 +200,7 @@ def _ensure_key_and_certificate(session: pkcs11.Session, layout: StateLayout, sp
 
 
 def _ensure_token_contents(module: Pkcs11Module, layout: StateLayout, token_spec: TokenSpec, pins: _TokenPins,
-                           pki: TestPki, now: datetime.datetime, written: list[Path],
+                           pki: TestPki, now: datetime.datetime, urls: PkiUrls, written: list[Path],
                            ) -> tuple[list[KeyResult], list[CertificateResult]]:
     keys: list[KeyResult] = []
     certificates: list[CertificateResult] = []
@@ -213,7 +216,7 @@ def _ensure_token_contents(module: Pkcs11Module, layout: StateLayout, token_spec
             for spec in keys_of(token_spec):
                 with pkcs11_errors(token=spec.token_label, key=spec.label):
                     key_result, certificate_result = _ensure_key_and_certificate(
-                        session, layout, spec, pki, now, written)
+                        session, layout, spec, pki, now, urls, written)
                 keys.append(key_result)
                 certificates.append(certificate_result)
         finally:
@@ -247,12 +250,22 @@ def _write_pin_files(layout: StateLayout, pins: dict[str, _TokenPins], written: 
                 written.append(path)
 
 
+def _pki_urls(layout: StateLayout, base_url: str | None) -> PkiUrls:
+    """Return the service URLs from ``base_url``, else ``[pki] base_url`` of an existing qsign.toml, else
+    the default. URLs already written into certificates never change: only new certificates get them."""
+    if base_url is None and layout.config_path.exists():
+        base_url = load_config(layout.state_dir).section("pki").get("base_url")
+    return PkiUrls.parse(base_url or DEFAULT_PKI_BASE_URL)
+
+
 def init_state(state_dir: Path, *, module_path: str | None = None,
-               now: datetime.datetime | None = None) -> InitReport:
+               now: datetime.datetime | None = None, pki_base_url: str | None = None) -> InitReport:
     """Make (or complete) the state dir ``state_dir`` with SoftHSM2 tokens, keys, a test PKI and config.
 
     ``module_path`` defaults to the installed ``libsofthsm2.so``; ``now`` (timezone-aware) sets the
-    start of certificate validity and defaults to the current time.
+    start of certificate validity and defaults to the current time. ``pki_base_url`` is where
+    ``qsign softhsm serve-pki`` will serve OCSP, CRLs and the TSA; it defaults to ``[pki] base_url``
+    of an existing qsign.toml, else ``DEFAULT_PKI_BASE_URL``.
 
     Side effects the caller must know: sets ``os.environ["SOFTHSM2_CONF"]`` to the state dir's
     config, loads the module through ``token_drivers.module.load_module`` and reinitializes it, so
@@ -277,8 +290,11 @@ def init_state(state_dir: Path, *, module_path: str | None = None,
     with module.lock, pkcs11_errors():
         module.lib.reinitialize()
 
-    pki = load_or_create_test_pki(layout, now)
+    urls = _pki_urls(layout, pki_base_url)
+    pki = load_or_create_test_pki(layout, now, urls)
     written.extend(pki.files_written)
+    tsa_status = load_or_create_tsa(layout, pki.intermediate.certificate, pki.intermediate.private_key, urls,
+                                    now, written)
 
     pins = {token.label: _token_pins(layout, token) for token in TOKENS}
     token_results = _ensure_tokens(module, layout, pins)
@@ -288,16 +304,18 @@ def init_state(state_dir: Path, *, module_path: str | None = None,
         _ca_result("root-ca", layout.root_certificate, pki.root.certificate, pki.root_status),
         _ca_result("intermediate-ca", layout.intermediate_certificate, pki.intermediate.certificate,
                    pki.intermediate_status),
+        _ca_result("tsa", tsa_certificate_path(layout),
+                   x509.load_pem_x509_certificate(tsa_certificate_path(layout).read_bytes()), tsa_status),
     ]
     for token_spec in TOKENS:
         keys, certificates = _ensure_token_contents(module, layout, token_spec, pins[token_spec.label], pki,
-                                                    now, written)
+                                                    now, urls, written)
         key_results.extend(keys)
         certificate_results.extend(certificates)
 
     _write_pin_files(layout, pins, written)
 
-    config_status = write_state_config(layout, module_path)
+    config_status = write_state_config(layout, module_path, urls)
     if config_status is not Status.EXISTS:
         written.append(layout.config_path)
 
