@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES = (
     "signing.cli",
     "verify_service.cli",
     "archive.cli",
+    "hsm.cli",
     "agent.cli",
     "qsign.demo",
 )
