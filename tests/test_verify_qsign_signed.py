@@ -24,7 +24,7 @@ def test_qsign_pades_valid(softhsm_state: Path, tmp_path: Path, profile: str) ->
 
     assert verifying.returncode == 0, verifying.stdout + verifying.stderr
     report = json.loads(verifying.stdout)
-    assert report["verdict"] == "valid"
+    assert report["verdict"] == "TOTAL_PASSED"
     assert report["trust"]["source"] == "config"
     assert report["signatures"][0]["trusted"] is True
 
@@ -40,4 +40,4 @@ def test_qsign_cades_detached_valid(softhsm_state: Path, tmp_path: Path) -> None
     verifying = run_qsign("verify", str(signature), "--content", str(content), "--json", state_dir=softhsm_state)
 
     assert verifying.returncode == 0, verifying.stdout + verifying.stderr
-    assert json.loads(verifying.stdout)["verdict"] == "valid"
+    assert json.loads(verifying.stdout)["verdict"] == "TOTAL_PASSED"

@@ -7,7 +7,8 @@ import unicodedata
 from qsign.i18n import N_, gettext_for
 from verify_service.report import Report, SignatureReport
 
-__all__ = ["format_summary", "format_table", "PROBLEM_MESSAGES", "VERDICT_LABELS"]
+__all__ = ["COVERAGE_LABELS", "KIND_LABELS", "MODIFICATION_LABELS", "PROBLEM_MESSAGES", "VERDICT_LABELS",
+           "format_summary", "format_table"]
 
 #: One sentence per error code that a report can contain.
 PROBLEM_MESSAGES = {
@@ -62,20 +63,20 @@ def verdict_text(indication: str, sub_indication: str | None, _) -> str:
     text = indication + (f"/{sub_indication}" if sub_indication else "")
     return _("{indication} ({meaning})").format(indication=text, meaning=_(VERDICT_LABELS[indication]))
 
-_KINDS = {
+KIND_LABELS = {
     "pdf_signature": N_("Signature"),
     "document_timestamp": N_("Document timestamp"),
     "cms_signature": N_("CMS signature"),
 }
 
-_COVERAGE = {
+COVERAGE_LABELS = {
     "entire_file": N_("entire file"),
     "entire_revision": N_("entire revision, later changes appended"),
     "contiguous_block_from_start": N_("part of the file"),
     "unclear": N_("unclear"),
 }
 
-_MODIFICATIONS = {
+MODIFICATION_LABELS = {
     "none": N_("none"),
     "lta_updates": N_("long-term validation data only"),
     "form_filling": N_("form filling and further signatures"),
@@ -96,7 +97,7 @@ def _field(_, label: str, value: object, indent: str = "") -> str:
 
 
 def _signature_lines(index: int, signature: SignatureReport, _) -> list[str]:
-    title = f"{_(_KINDS[signature.kind])} {index}"
+    title = f"{_(KIND_LABELS[signature.kind])} {index}"
     if signature.field is not None and signature.revision is not None:
         title += _(" (field {field}, revision {revision})").format(field=signature.field,
                                                                  revision=signature.revision)
@@ -129,9 +130,9 @@ def _signature_lines(index: int, signature: SignatureReport, _) -> list[str]:
         (N_("Intact"), signature.intact), (N_("Valid"), signature.valid), (N_("Trusted"), signature.trusted)))
     lines.append(indent + checks)
     if signature.coverage is not None:
-        lines.append(_field(_, N_("Coverage"), _(_COVERAGE.get(signature.coverage, signature.coverage)), indent))
+        lines.append(_field(_, N_("Coverage"), _(COVERAGE_LABELS.get(signature.coverage, signature.coverage)), indent))
     if signature.modified_after is not None:
-        changes = _(_MODIFICATIONS.get(signature.modifications, signature.modifications)) \
+        changes = _(MODIFICATION_LABELS.get(signature.modifications, signature.modifications)) \
             if signature.modifications else _("not analysed")
         lines.append(_field(_, N_("Changes after signing"), changes, indent))
     for changed in signature.changed_objects:
