@@ -318,6 +318,9 @@ def init_state(state_dir: Path, *, module_path: str | None = None,
     config_status = write_state_config(layout, module_path, urls)
     if config_status is not Status.EXISTS:
         written.append(layout.config_path)
+    policy_path = write_demo_policy(layout.state_dir)
+    if policy_path is not None:
+        written.append(policy_path)
 
     report = InitReport(state_dir=layout.state_dir, module_path=module_path, softhsm_conf=layout.softhsm_conf,
                         config_path=layout.config_path, config_status=config_status, tokens=token_results,
