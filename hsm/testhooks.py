@@ -1,0 +1,55 @@
+"""Named points where a test can kill the process, to check that a bulk job resumes correctly.
+
+``QSIGN_BULK_KILL_AT="POINT:N"`` makes the process that reaches ``POINT`` for the ``N``-th time kill
+itself with SIGKILL (``N`` defaults to 1). ``QSIGN_BULK_KILL_ROLE`` limits it to ``parent`` or
+``worker``. ``QSIGN_BULK_DROP_SESSION=N`` closes a worker's PKCS#11 session under its key before its
+``N``-th signature, as a token that lost the session would. Without these variables the hooks cost
+one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["kill_point", "should_drop_session", "WORKER_POINTS", "PARENT_POINTS"]
+
+#: Points in a worker process, in the order a document passes them.
+WORKER_POINTS = ("prepared", "before-sign", "after-sign", "before-rename", "before-publish", "after-publish",
+                 "after-store")
+#: Points in the scheduling (parent) process.
+PARENT_POINTS = ("before-record", "after-record", "after-plan")
+
+_counts: dict[str, int] = {}
+_signatures = 0
+
+
+def _target() -> tuple[str, int] | None:
+    value = os.environ.get("QSIGN_BULK_KILL_AT")
+    if not value:
+        return None
+    point, _, count = value.partition(":")
+    return point, int(count or 1)
+
+
+def kill_point(point: str, role: str) -> None:
+    """SIGKILL this process when the test environment names ``point`` and this is its N-th pass."""
+    target = _target()
+    if target is None or target[0] != point:
+        return
+    wanted_role = os.environ.get("QSIGN_BULK_KILL_ROLE")
+    if wanted_role and wanted_role != role:
+        return
+    _counts[point] = _counts.get(point, 0) + 1
+    if _counts[point] == target[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def should_drop_session() -> bool:
+    """Return true before the signature that ``QSIGN_BULK_DROP_SESSION`` names (counted per worker)."""
+    global _signatures
+    value = os.environ.get("QSIGN_BULK_DROP_SESSION")
+    if not value:
+        return False
+    _signatures += 1
+    return _signatures == int(value)
