@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 from sqlalchemy.engine import make_url
 
 from archive.audit import canonical_json, utc_now
-from archive.checkpoint import SignedPayload, certificate_trust_problem, sign_payload, verify_payload
+from archive.checkpoint import SignedPayload, certificate_trust_problem, sign_payload, signer_name, verify_payload
 from archive.errors import ArchiveError, BackupInvalid, Reason, RestoreTargetNotEmpty, SignerUnavailable
 from archive.store import fsync_directory
 from qsign.i18n import N_
@@ -153,10 +153,14 @@ def create_backup(archive: Any, destination: Path) -> BackupSummary:
                                               "\"qsign archive verify\" before the backup."), sha256=sha256)
                     files.append(_add_file(tar, f"documents/{sha256[0:2]}/{sha256[2:4]}/{sha256}", path))
 
+                # The manifest names its signer, so a changed certificate in manifest.sig is detected
+                # even where no trust anchors are configured.
                 manifest = canonical_json({
                     "format": BACKUP_FORMAT, "version": _VERSION, "created_at": utc_now(),
                     "audit_head": {"seq": head_seq, "hash": head_hash},
                     "encryption": archive.settings.encryption, "files": files,
+                    "signer": {"name": signer_name(signer),
+                               "certificate_sha256": hashlib.sha256(signer.certificate.dump()).hexdigest()},
                 }).encode("utf-8")
                 signed = sign_payload(signer, manifest)
                 _add_bytes(tar, _MANIFEST, manifest)
@@ -238,8 +242,11 @@ def _read_signed_manifest(source: Path, tar: tarfile.TarFile, members: dict[str,
     if _MANIFEST not in members or _SIGNATURE not in members:
         raise _reject(source, N_("the manifest or its signature is missing"))
     manifest_bytes = tar.extractfile(members[_MANIFEST]).read()
+    signature_bytes = tar.extractfile(members[_SIGNATURE]).read()
     try:
-        signed = SignedPayload.from_json(manifest_bytes, json.loads(tar.extractfile(members[_SIGNATURE]).read()))
+        signed = SignedPayload.from_json(manifest_bytes, json.loads(signature_bytes))
+        if canonical_json(signed.to_json()).encode("utf-8") != signature_bytes:
+            raise ValueError("not canonical JSON")
     except (ValueError, KeyError, TypeError):
         raise _reject(source, N_("the manifest signature is malformed")) from None
     if not verify_payload(signed):
@@ -253,6 +260,9 @@ def _read_signed_manifest(source: Path, tar: tarfile.TarFile, members: dict[str,
     manifest = json.loads(manifest_bytes)
     if manifest.get("format") != BACKUP_FORMAT or manifest.get("version") != _VERSION:
         raise _reject(source, N_("unknown backup format"))
+    if manifest.get("signer") != {"name": signed.signer,
+                                  "certificate_sha256": hashlib.sha256(signed.certificate).hexdigest()}:
+        raise _reject(source, N_("the signer certificate differs from the one the manifest names"))
     listed = {entry["path"] for entry in manifest["files"]}
     for name in listed:
         if name != _DATABASE_NAME and not _DOCUMENT_PATH.match(name):

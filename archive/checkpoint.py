@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from sqlalchemy import Connection, insert, select
@@ -30,7 +30,8 @@ from archive.schema import audit_log, checkpoints
 from archive.settings import ArchiveSettings
 from qsign.config import Config
 
-__all__ = ["Signer", "SoftwareSigner", "SignedPayload", "open_signer", "sign_payload", "verify_payload",
+__all__ = ["Signer", "SoftwareSigner", "SignedPayload", "open_signer", "sign_payload", "signer_name",
+           "verify_payload",
            "certificate_trust_problem", "write_checkpoint", "CHECKPOINT_TYPE"]
 
 _logger = logging.getLogger(__name__)
@@ -114,22 +115,32 @@ class SignedPayload:
 
     @classmethod
     def from_json(cls, payload: bytes, data: dict[str, Any]) -> SignedPayload:
+        """Parse ``to_json`` output; raise ``ValueError`` unless it is exactly what ``to_json`` writes."""
         import base64
 
-        return cls(payload=payload, digest_algorithm=str(data["digest_algorithm"]),
-                   signature=base64.b64decode(data["signature"], validate=True),
-                   certificate=base64.b64decode(data["certificate"], validate=True),
-                   signer=str(data.get("signer", "")))
+        signed = cls(payload=payload, digest_algorithm=str(data["digest_algorithm"]),
+                     signature=base64.b64decode(data["signature"], validate=True),
+                     certificate=base64.b64decode(data["certificate"], validate=True),
+                     signer=str(data["signer"]))
+        # Base64 has spare bits in its last character: insist on the one canonical text.
+        if signed.to_json() != data:
+            raise ValueError("signature data is not in canonical form")
+        return signed
+
+
+def signer_name(signer: Signer) -> str:
+    """Return ``token/key`` labels of a token key, or the key file name of a ``SoftwareSigner``."""
+    label = getattr(signer, "key_label", None) or "key"
+    token = getattr(signer, "token_label", None)
+    return f"{token}/{label}" if token else label
 
 
 def sign_payload(signer: Signer, payload: bytes) -> SignedPayload:
     """Sign ``payload`` with ``signer`` and return it with the signer's certificate."""
     digest_algorithm = _digest_for(signer)
     signature = signer.sign(payload, digest_algorithm=digest_algorithm)
-    label = getattr(signer, "key_label", None) or "key"
-    token = getattr(signer, "token_label", None)
     return SignedPayload(payload=payload, digest_algorithm=digest_algorithm, signature=signature,
-                         certificate=signer.certificate.dump(), signer=f"{token}/{label}" if token else label)
+                         certificate=signer.certificate.dump(), signer=signer_name(signer))
 
 
 def verify_payload(signed: SignedPayload) -> bool:
@@ -144,7 +155,7 @@ def verify_payload(signed: SignedPayload) -> bool:
             public_key.verify(signed.signature, signed.payload, ec.ECDSA(algorithm))
         else:
             return False
-    except (InvalidSignature, ValueError, KeyError):
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError, KeyError):
         return False
     return True
 
@@ -167,7 +178,8 @@ def certificate_trust_problem(certificate_der: bytes, anchors: list[Path],
     pool = load(intermediates) + trusted
     try:
         current = x509.load_der_x509_certificate(certificate_der)
-    except ValueError:
+        current.public_key()
+    except (ValueError, UnsupportedAlgorithm):
         return Reason(N_("the certificate cannot be parsed"))
 
     for _depth in range(8):
@@ -186,7 +198,7 @@ def certificate_trust_problem(certificate_der: bytes, anchors: list[Path],
 def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
