@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from softhsm_setup.errors import PkiIncomplete
 from softhsm_setup.files import Status, write_file
 from softhsm_setup.layout import StateLayout
+from softhsm_setup.ltv_pki import PkiUrls, revocation_extensions
 from softhsm_setup.specs import CERTIFICATE_ORGANIZATION, KeySpec
 
 __all__ = [
@@ -109,7 +110,7 @@ def is_directly_issued_by(certificate: x509.Certificate, issuer: x509.Certificat
 
 def _ca_certificate(subject: x509.Name, public_key: rsa.RSAPublicKey, issuer: CertificateAuthority | None,
                     signing_key: rsa.RSAPrivateKey, path_length: int, not_before: datetime.datetime,
-                    not_after: datetime.datetime) -> x509.Certificate:
+                    not_after: datetime.datetime, urls: PkiUrls | None = None) -> x509.Certificate:
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -127,6 +128,9 @@ def _ca_certificate(subject: x509.Name, public_key: rsa.RSAPublicKey, issuer: Ce
     authority_key = issuer.private_key.public_key() if issuer else public_key
     builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority_key),
                                     critical=False)
+    if issuer is not None and urls is not None:
+        for extension in revocation_extensions(urls, "root"):
+            builder = builder.add_extension(extension, critical=False)
     return builder.sign(signing_key, hashes.SHA256())
 
 
@@ -159,7 +163,7 @@ def _load_authority(certificate_path: Path, key_path: Path, layout: StateLayout)
 
 def _create_authority(subject: x509.Name, issuer: CertificateAuthority | None, path_length: int,
                       validity: datetime.timedelta, now: datetime.datetime, certificate_path: Path,
-                      key_path: Path, written: list[Path]) -> CertificateAuthority:
+                      key_path: Path, written: list[Path], urls: PkiUrls | None = None) -> CertificateAuthority:
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=_CA_KEY_BITS)
     signing_key = issuer.private_key if issuer else private_key
     not_before = now - _BACKDATE
@@ -167,7 +171,7 @@ def _create_authority(subject: x509.Name, issuer: CertificateAuthority | None, p
     if issuer is not None:
         not_after = min(not_after, issuer.certificate.not_valid_after_utc)
     certificate = _ca_certificate(subject, private_key.public_key(), issuer, signing_key, path_length,
-                                  not_before, not_after)
+                                  not_before, not_after, urls)
 
     # The key is written first: a certificate without its key could never issue again.
     write_file(key_path, _key_pem(private_key), 0o600)
@@ -178,8 +182,10 @@ def _create_authority(subject: x509.Name, issuer: CertificateAuthority | None, p
     return CertificateAuthority(certificate=certificate, private_key=private_key)
 
 
-def load_or_create_test_pki(layout: StateLayout, now: datetime.datetime) -> TestPki:
+def load_or_create_test_pki(layout: StateLayout, now: datetime.datetime, urls: PkiUrls | None = None) -> TestPki:
     """Load the root and intermediate CA from ``pki/``, creating whichever is missing.
+
+    A new intermediate certificate points at the root's OCSP responder and CRL under ``urls``.
 
     A CA whose certificate or key alone exists raises ``PkiIncomplete``, and so does an existing
     intermediate without a root or one the root did not issue, because no new certificate could
@@ -204,7 +210,7 @@ def load_or_create_test_pki(layout: StateLayout, now: datetime.datetime) -> Test
     if intermediate is None:
         intermediate = _create_authority(_name(INTERMEDIATE_COMMON_NAME, _CA_ORGANIZATION), root, 0,
                                          _INTERMEDIATE_VALIDITY, now, layout.intermediate_certificate,
-                                         layout.intermediate_key, written)
+                                         layout.intermediate_key, written, urls)
         intermediate_status = Status.CREATED
     elif not is_directly_issued_by(intermediate.certificate, root.certificate):
         raise PkiIncomplete(pki_dir=layout.pki_dir,
@@ -217,11 +223,12 @@ def load_or_create_test_pki(layout: StateLayout, now: datetime.datetime) -> Test
 
 
 def issue_end_entity_certificate(issuer: CertificateAuthority, public_key: PublicKey, spec: KeySpec,
-                                 now: datetime.datetime) -> x509.Certificate:
+                                 now: datetime.datetime, urls: PkiUrls | None = None) -> x509.Certificate:
     """Issue the signing certificate of the token key ``spec`` for ``public_key``.
 
     keyUsage is digitalSignature and nonRepudiation, critical; the validity is about three years,
-    cut at the issuer's own expiry.
+    cut at the issuer's own expiry. With ``urls`` the certificate names the intermediate CA's OCSP
+    responder, CA issuers file and CRL.
     """
     not_after = min(now + _END_ENTITY_VALIDITY, issuer.certificate.not_valid_after_utc)
     builder = (
@@ -240,4 +247,6 @@ def issue_end_entity_certificate(issuer: CertificateAuthority, public_key: Publi
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()),
                        critical=False)
     )
+    for extension in revocation_extensions(urls, "intermediate") if urls is not None else ():
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(issuer.private_key, hashes.SHA256())

@@ -24,6 +24,7 @@ _STATUS_TEXT = {
 _ROLE_TEXT = {
     "root-ca": N_("root CA"),
     "intermediate-ca": N_("intermediate CA"),
+    "tsa": N_("time-stamping authority (TSA)"),
 }
 
 
