@@ -223,7 +223,12 @@ class Pkcs11Kek:
                     mechanism=self._pkcs11.Mechanism.AES_KEY_WRAP, store=False,
                     template={attribute.EXTRACTABLE: True, attribute.SENSITIVE: False})
             except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid,
-                    p11.EncryptedDataLenRange) as error:
+                    p11.EncryptedDataLenRange, p11.GeneralError) as error:
+                # NOTE: SoftHSM2 2.6.1 returns CKR_GENERAL_ERROR when the RFC 3394 integrity check fails
+                # (wrong KEK or changed wrapped key), so a real device fault here is reported as a
+                # corrupt document too; the log line keeps the PKCS#11 error.
+                _logger.info("unwrapping a data key on token %s failed: %s", self._error_params["token"],
+                             type(error).__name__)
                 raise InvalidUnwrap() from error
             try:
                 return bytes(data_key_object[attribute.VALUE])
