@@ -7,7 +7,7 @@ is a control code (0 power off, 1 power on, 2 reset, 4 ATR request), anything lo
 whose response APDU goes back in one frame. Connecting is a tap of the card, disconnecting a removal.
 
 Run as ``python -m softhsm_setup.cacard_bridge --nss-db DIR`` (inside the rig's network namespace,
-where vpcd listens) or through the qsign relay with ``--relay-host``/``--relay-token``.
+where vpcd listens), or through the qsign relay with ``--relay-token`` and the relay's ``--host``/``--port``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -117,10 +118,9 @@ class CacardEmulator:
 def _receive_exactly(connection: socket.socket | ssl.SSLSocket, count: int) -> bytes | None:
     chunks = []
     while count:
-        if isinstance(connection, socket.socket) and not isinstance(connection, ssl.SSLSocket):
-            # Linux clears TCP_QUICKACK after a while, so it is set again before every read. Without it
-            # every command waits for a delayed ACK, about 40 ms.
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        # Linux clears TCP_QUICKACK after a while, so it is set again before every read. Without it
+        # every command waits for a delayed ACK, about 40 ms.
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         chunk = connection.recv(count)
         if not chunk:
             return None
@@ -222,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     atr_override = bytes.fromhex(args.atr) if args.atr else None
 
     if args.relay_token:
-        connection: socket.socket | ssl.SSLSocket = _connect_relay(args.host, args.port, args.relay_token,
-                                                                    args.relay_ca)
+        token = os.environ.get("QSIGN_RELAY_TOKEN", "") if args.relay_token == "-" else args.relay_token
+        try:
+            connection: socket.socket | ssl.SSLSocket = _connect_relay(args.host, args.port, token, args.relay_ca)
+        except (CardBridgeError, OSError) as error:
+            print(f"cacard_bridge: {error}", file=sys.stderr)
+            return 1
     else:
         connection = socket.create_connection((args.host, args.port))
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -8,6 +8,7 @@ import json
 import logging
 
 from qsign.config import resolve_state_dir
+from softhsm_setup.card_cli import register_card
 from softhsm_setup.init import init_state
 from softhsm_setup.summary import format_report, report_json
 
@@ -42,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                                             "TSA of the state dir's test PKI in the foreground, at [pki] base_url "
                                             "of qsign.toml, until interrupted (Ctrl+C).")
     serve.set_defaults(handler=run_serve_pki)
+
+    register_card(commands, common)
 
 
 def run_init(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from token_drivers.errors import pkcs11_errors
 from token_drivers.inventory import list_slots, list_token_keys
 from token_drivers.keys import find_token, _login
 from token_drivers.module import load_module
+from token_drivers.pcsc import apply_pcsc_environment
 from token_drivers.pin import read_pin
 
 __all__ = ["register", "collect_tokens"]
@@ -33,6 +34,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                         help="log in to the token with this label to list its private keys; the PIN comes "
                              "from QSIGN_PIN, --pin-file or a prompt")
     parser.add_argument("--pin-file", metavar="FILE", help="file whose first line is the PIN for --login")
+    parser.add_argument("--watch", action="store_true",
+                        help="print PC/SC reader and card events as they happen, until Ctrl+C")
+    parser.add_argument("--watch-seconds", type=float, metavar="SECONDS",
+                        help="with --watch, stop after this many seconds")
     parser.set_defaults(handler=run_tokens)
 
 
@@ -103,6 +108,11 @@ def run_tokens(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(args.state_dir)
     config = load_config(state_dir)
     apply_environment(config)
+    apply_pcsc_environment(config)
+    if args.watch:
+        from token_drivers.watch import watch_events
+
+        return watch_events(config, args.language, as_json=args.json, duration=args.watch_seconds)
 
     module_path = args.module or config.default_module
     if not module_path:
