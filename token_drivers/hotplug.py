@@ -18,13 +18,14 @@ from asn1crypto import x509 as asn1_x509
 from pkcs11 import Attribute, ObjectClass
 
 from qsign.i18n import N_
-from token_drivers.errors import Pkcs11Failure, PinIncorrect, PinLocked, TokenError, TokenNotPresent, pkcs11_errors
+from token_drivers.errors import (DeviceRemoved, Pkcs11Failure, PinIncorrect, PinLocked, SessionClosed, TokenError,
+                                  TokenNotPresent, pkcs11_errors)
 from token_drivers.inventory import SlotInfo, list_slots
 from token_drivers.keys import TokenKey, open_key
 from token_drivers.module import Pkcs11Module, load_module
 from token_drivers.pin import PinState
 
-__all__ = ["CardToken", "CardLoginFailed", "find_reader_slot", "find_certificate_on_reader", "open_card_key",
+__all__ = ["CardToken", "CardKey", "CardLoginFailed", "find_reader_slot", "find_certificate_on_reader", "open_card_key",
            "certificate_der"]
 
 _logger = logging.getLogger(__name__)
@@ -138,7 +139,68 @@ def _reclassify_login_failure(module: Pkcs11Module, card: CardToken, error: Pkcs
     return CardLoginFailed(reader=card.reader, ckr=error.params.get("ckr", "?"), ids=ids)
 
 
-def open_card_key(module_path: str, card: CardToken, pin: str, allow_final_try: bool = False) -> TokenKey:
+#: How long to wait for pcscd to report a card gone after a failed command. pcscd 1.9 checks
+#: serial readers such as vpcd for the card every 400 ms.
+REMOVAL_SETTLE_SECONDS = 1.0
+
+
+def _card_was_removed(reader: str) -> bool:
+    """Return whether the card left ``reader``, waiting up to ``REMOVAL_SETTLE_SECONDS`` for pcscd to see it."""
+    try:
+        from token_drivers.pcsc import card_absent_within
+    except ImportError:  # pyscard is not installed
+        return False
+    return card_absent_within(reader, REMOVAL_SETTLE_SECONDS)
+
+
+class CardKey:
+    """A ``TokenKey`` on a card, whose failures caused by pulling the card raise ``device_removed``.
+
+    OpenSC 0.23 answers a signature whose card left mid-command with CKR_GENERAL_ERROR, and later
+    calls with CKR_SESSION_HANDLE_INVALID, not CKR_DEVICE_REMOVED. After such an error this class asks
+    pcscd whether the reader still holds a card and, if not, raises ``DeviceRemoved``. Every other
+    attribute is the ``TokenKey``'s, so ``signing.TokenSigner`` accepts a ``CardKey``.
+    """
+
+    def __init__(self, key: TokenKey, module: Pkcs11Module, card: CardToken) -> None:
+        self._key = key
+        self._module = module
+        self.card = card
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._key, name)
+
+    def _removed_or(self, error: TokenError) -> TokenError:
+        if isinstance(error, DeviceRemoved):
+            return error
+        if isinstance(error, (Pkcs11Failure, SessionClosed, TokenNotPresent)) and _card_was_removed(self.card.reader):
+            _logger.info("card in %s was removed during the operation (%s)", self.card.reader, error.code)
+            return DeviceRemoved(ids={"token": self.card.token_label, "reader": self.card.reader})
+        return error
+
+    def sign(self, data: bytes, **options: Any) -> bytes:
+        try:
+            return self._key.sign(data, **options)
+        except TokenError as error:
+            mapped = self._removed_or(error)
+            if mapped is error:
+                raise
+            raise mapped from error
+
+    async def asign(self, data: bytes, **options: Any) -> bytes:
+        return await self._module.run(self.sign, data, **options)
+
+    def close(self) -> None:
+        self._key.close()
+
+    def __enter__(self) -> CardKey:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_card_key(module_path: str, card: CardToken, pin: str, allow_final_try: bool = False) -> CardKey:
     """Log in to the card found by ``find_certificate_on_reader`` and return the certificate's key.
 
     Raises what ``open_key`` raises, except that CKR_GENERAL_ERROR becomes ``pin_incorrect`` or
@@ -149,8 +211,8 @@ def open_card_key(module_path: str, card: CardToken, pin: str, allow_final_try: 
         raise ValueError("open_card_key needs a CardToken whose certificate was found (key_id is None)")
     module = load_module(module_path)
     try:
-        return open_key(module_path, pin=pin, token_label=card.token_label, token_serial=card.token_serial or None,
-                        key_id=card.key_id, allow_final_try=allow_final_try)
+        key = open_key(module_path, pin=pin, token_label=card.token_label, token_serial=card.token_serial or None,
+                       key_id=card.key_id, allow_final_try=allow_final_try)
     except Pkcs11Failure as error:
         if error.params.get("ckr") != "GeneralError":
             raise
@@ -159,3 +221,4 @@ def open_card_key(module_path: str, card: CardToken, pin: str, allow_final_try: 
         mapped = _reclassify_login_failure(module, card, error)
         _logger.info("login to the card in %s failed with CKR_GENERAL_ERROR; reported as %s", card.reader, mapped.code)
         raise mapped from error
+    return CardKey(key, module, card)

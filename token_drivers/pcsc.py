@@ -26,7 +26,7 @@ from typing import Any
 from qsign.config import Config
 from token_drivers.atr import CardCatalog, CardIdentity, format_atr
 
-__all__ = ["CardEventKind", "CardEvent", "ReaderState", "CardEventSource", "apply_pcsc_environment",
+__all__ = ["card_absent_within", "CardEventKind", "CardEvent", "ReaderState", "CardEventSource", "apply_pcsc_environment",
            "PnP_NOTIFICATION"]
 
 _logger = logging.getLogger(__name__)
@@ -43,6 +43,37 @@ def apply_pcsc_environment(config: Config) -> None:
     socket_path = (config.raw.get("pcsc") or {}).get("socket")
     if socket_path and "PCSCLITE_CSOCK_NAME" not in os.environ:
         os.environ["PCSCLITE_CSOCK_NAME"] = str(config.resolve(socket_path))
+
+
+def card_absent_within(reader: str, timeout: float) -> bool:
+    """Return whether ``reader`` has no card now or loses it within ``timeout`` seconds.
+
+    A reader that pcscd no longer lists, or pcscd being unreachable, counts as no card.
+    """
+    from smartcard import scard
+
+    result, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if result != scard.SCARD_S_SUCCESS:
+        return True
+    try:
+        deadline = time.monotonic() + timeout
+        current = scard.SCARD_STATE_UNAWARE
+        while True:
+            wait_ms = 0 if current == scard.SCARD_STATE_UNAWARE else max(0, int((deadline - time.monotonic()) * 1000))
+            result, states = scard.SCardGetStatusChange(context, wait_ms, [(reader, current)])
+            if result == scard.SCARD_E_TIMEOUT:
+                return False
+            if result != scard.SCARD_S_SUCCESS:
+                return True
+            (_, event_state, _), = states
+            if not event_state & scard.SCARD_STATE_PRESENT:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            # Still present; another bit (such as SCARD_STATE_INUSE) changed. Wait from the new state.
+            current = event_state & ~scard.SCARD_STATE_CHANGED
+    finally:
+        scard.SCardReleaseContext(context)
 
 
 class CardEventKind(enum.Enum):
