@@ -41,6 +41,8 @@ PROBLEM_MESSAGES = {
     "weak_digest_algorithm": N_("The digest algorithm is too weak for the algorithm policy."),
     "weak_key": N_("The signer's key is shorter than the algorithm policy allows."),
     "pades_level_unknown": N_("The PAdES level could not be determined."),
+    "unexplained_bytes_after_signature": N_("The file has bytes after the signed revision that belong to no "
+                                            "revision; the signature does not cover them."),
     "hash_failure": N_("The signed bytes were changed: the message digest does not match."),
     "sig_crypto_failure": N_("The signature value does not verify with the signer's public key."),
     "format_failure": N_("The signature does not have a valid format."),

@@ -18,6 +18,7 @@ from asn1crypto import cms, core, pem
 from pyhanko.pdf_utils import misc
 from pyhanko.pdf_utils.crypt import AuthStatus
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.ades.report import AdESIndeterminate
 from pyhanko.sign.fields import enumerate_sig_fields
 from pyhanko.sign.validation import (
     async_validate_cms_signature,
@@ -42,7 +43,7 @@ from verify_service.errors import CmsMalformed, ContentNotExpected, ContentRequi
 from verify_service.inputs import InputFile, InputFormat, inspect_content, inspect_input
 from verify_service.levels import assign_pades_levels
 from verify_service.policy import AlgorithmPolicy
-from verify_service.report import Report, SignatureKind, SignatureReport, TrustInfo
+from verify_service.report import Indication, Report, SignatureKind, SignatureReport, TrustInfo
 from verify_service.trust import TrustSettings, describe_certificate
 
 __all__ = ["averify_file", "verify_file"]
@@ -167,12 +168,28 @@ async def _verify_pdf(document: InputFile, context: ValidationContext,
                       for field_name, _, field in fields]
         signatures.sort(key=lambda record: (record.revision is None, record.revision or 0))
         errors = [] if signatures else ["no_signatures"]
+        _flag_unexplained_tail(reader, signatures)
         try:
             assign_pades_levels(reader, signatures)
         except _PARSE_ERRORS as exc:
             _logger.info("cannot determine the PAdES levels of %s: %s", document.info.name, exc)
             errors.append("pades_level_unknown")
     return signatures, errors
+
+
+def _flag_unexplained_tail(reader: PdfFileReader, signatures: list[SignatureReport]) -> None:
+    """Mark signatures of the last revision that do not reach the end of the file.
+
+    Such bytes belong to no revision: readers ignore them today, but the signature does not cover them,
+    so the file is not exactly what was signed. The signature cannot then be TOTAL_PASSED.
+    """
+    last_revision = reader.xrefs.total_revisions - 1
+    for record in signatures:
+        if record.coverage == "entire_revision" and record.revision == last_revision:
+            record.errors.append("unexplained_bytes_after_signature")
+            if record.indication is Indication.TOTAL_PASSED:
+                record.indication = Indication.INDETERMINATE
+                record.sub_indication = AdESIndeterminate.SIG_CONSTRAINTS_FAILURE.name
 
 
 async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, context: ValidationContext,
