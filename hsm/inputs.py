@@ -84,7 +84,8 @@ def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         return f"symbolic link {name!r}"
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    # Archivers that record no file type (Python's writestr, DOS zips) leave S_IFMT at zero.
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
         return f"special file {name!r}"
     if "\x00" in name:
         return "NUL byte in a name"
@@ -128,6 +129,8 @@ def extract_zip(archive_path: Path, destination: Path, limits: ZipLimits = ZipLi
                     rejected.append((info.filename, f"path traversal in {info.filename!r}"))
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
+                # Listed before writing, so that a rejected archive leaves no partial entry behind.
+                extracted.append((info.filename, target))
                 compressed_total += info.compress_size
                 written = 0
                 with archive.open(info) as source, target.open("wb") as sink:
@@ -142,7 +145,6 @@ def extract_zip(archive_path: Path, destination: Path, limits: ZipLimits = ZipLi
                                             reason=f"entry {info.filename!r} expands more than "
                                                    f"{limits.max_ratio:g} times (a decompression bomb)")
                         sink.write(block)
-                extracted.append((info.filename, target))
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError) as error:
             _remove_all(extracted)
             raise ZipInvalid(path=str(archive_path), reason=str(error) or type(error).__name__, ids=ids) from error

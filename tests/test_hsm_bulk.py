@@ -1,0 +1,279 @@
+"""Bulk sealing (``qsign bulk``) on the SoftHSM2 seal keys: outputs, records, kills and resume, bad input.
+
+The jobs run the ``qsign`` CLI in subprocesses, as an operator would, with the session's state dir;
+each test uses its own input and output directories and its own job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from archive.api import Archive
+from hsm.errors import ZipUnsafe
+from hsm.inputs import ZipLimits, extract_zip
+from conftest import run_qsign
+from helpers.signing_checks import make_encrypted_pdf, validate_pdf
+from verify_service.trust import trust_from_config
+from verify_service.validate import verify_file
+
+REAL = Path(__file__).parent / "data" / "real"
+SAMPLE = REAL / "xiaoshan-sample.pdf"
+
+
+def _make_inputs(directory: Path, copies: int) -> list[str]:
+    """Write ``copies`` copies of the sample plus two other real PDFs; return the item keys."""
+    directory.mkdir(parents=True)
+    for number in range(copies):
+        shutil.copyfile(SAMPLE, directory / f"notice-{number:03d}.pdf")
+    (directory / "sub").mkdir()
+    shutil.copyfile(REAL / "xtu.pdf", directory / "sub" / "xtu.pdf")
+    shutil.copyfile(REAL / "upzhfandolfonts-test.pdf", directory / "upzhfandolfonts-test.pdf")
+    return sorted(f"{directory.name}/{path.relative_to(directory)}" for path in directory.rglob("*.pdf"))
+
+
+def _bulk(state_dir: Path, *args: str, env: dict[str, str] | None = None):
+    return run_qsign("bulk", *args, "--lang", "en", state_dir=state_dir, env=env, timeout=180)
+
+
+def _job_id(completed) -> str:
+    return json.loads(completed.stdout.splitlines()[0])["job"]
+
+
+def _status(state_dir: Path, job_id: str) -> dict:
+    completed = _bulk(state_dir, "status", job_id, "--json")
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout)
+
+
+def _check_job(state_dir: Path, job_id: str, out_dir: Path, sealed_keys: list[str], *, qsign_verify: bool = False):
+    """Check the finished job: outputs, manifest, archive records and audit entries all agree."""
+    status = _status(state_dir, job_id)
+    assert status["state"] == "finished"
+    assert status["counts"]["pending"] == 0
+    assert status["counts"]["recorded"] == len(sealed_keys)
+
+    manifest = [json.loads(line) for line in Path(status["manifest"]).read_text(encoding="utf-8").splitlines()]
+    recorded = {entry["item"]: entry for entry in manifest if entry["status"] == "recorded"}
+    assert sorted(recorded) == sorted(sealed_keys)
+
+    outputs = {path for path in out_dir.rglob("*") if path.is_file() and not path.name.startswith("manifest-")}
+    assert outputs == {Path(entry["output"]) for entry in recorded.values()}, "missing, extra or partial output files"
+    assert not (out_dir / ".qsign-partial" / job_id).exists()
+
+    with Archive.open(state_dir) as archive:
+        with archive.transaction() as tx:
+            items = {item.item_key: item for item in tx.get_job_items(job_id)}
+        sealed_entries = [entry for entry in archive.audit_entries(action="bulk.document_sealed")
+                          if entry.object_ids.get("job_id") == job_id]
+        for key, entry in recorded.items():
+            output = Path(entry["output"])
+            digest = hashlib.sha256(output.read_bytes()).hexdigest()
+            assert digest == entry["output_sha256"] == items[key].output_sha256
+            assert entry["input_sha256"] == hashlib.sha256(Path(entry["input"]).read_bytes()).hexdigest()
+            assert archive.get_document(digest) is not None
+            assert archive.get_document(entry["input_sha256"]) is not None
+        assert sorted(e.object_ids["item"] for e in sealed_entries) == sorted(sealed_keys), "one audit entry per document"
+
+    config_trust = None
+    for entry in recorded.values():
+        statuses = validate_pdf(Path(entry["output"]), state_dir)
+        assert len(statuses) == 1, f"{entry['item']} carries {len(statuses)} signatures"
+        assert statuses[0].bottom_line, f"{entry['item']}: {statuses[0].summary()}"
+        if qsign_verify:
+            if config_trust is None:
+                from qsign.config import load_config
+                config_trust = trust_from_config(load_config(state_dir))
+            report = verify_file(entry["output"], trust=config_trust)
+            assert str(report.verdict.value if hasattr(report.verdict, "value") else report.verdict) == "TOTAL_PASSED", entry["item"]
+    return status
+
+
+def test_bulk_seals_directory(softhsm_state, tmp_path):
+    keys = _make_inputs(tmp_path / "in", 4)
+
+    completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out",
+                      str(tmp_path / "out"), "--json")
+
+    assert completed.returncode == 0, completed.stderr
+    job_id = _job_id(completed)
+    assert json.loads(completed.stdout.splitlines()[-1])["result"]["counts"]["recorded"] == len(keys)
+    _check_job(softhsm_state, job_id, tmp_path / "out", keys, qsign_verify=True)
+
+
+def test_bulk_ec_profile_with_globs(softhsm_state, tmp_path):
+    _make_inputs(tmp_path / "in", 3)
+
+    completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal_ec", "--out",
+                      str(tmp_path / "out"), "--include", "notice-*", "--exclude", "notice-001.pdf", "--json")
+
+    assert completed.returncode == 0, completed.stderr
+    _check_job(softhsm_state, _job_id(completed), tmp_path / "out", ["in/notice-000.pdf", "in/notice-002.pdf"],
+               qsign_verify=True)
+
+
+def test_bulk_mixed_batch(softhsm_state, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copyfile(SAMPLE, inputs / "good.pdf")
+    (inputs / "truncated.pdf").write_bytes(SAMPLE.read_bytes()[:3000])
+    (inputs / "garbage.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 20)
+    (inputs / "letter.txt").write_text("not a PDF", encoding="utf-8")
+    (inputs / "empty.pdf").write_bytes(b"")
+    make_encrypted_pdf(SAMPLE, inputs / "locked.pdf", b"user", b"owner")
+
+    completed = _bulk(softhsm_state, "sign", str(inputs), "--profile", "seal", "--out", str(tmp_path / "out"),
+                      "--json")
+
+    assert completed.returncode == 1, completed.stderr
+    status = _check_job(softhsm_state, _job_id(completed), tmp_path / "out", ["in/good.pdf"])
+    manifest = [json.loads(line) for line in Path(status["manifest"]).read_text(encoding="utf-8").splitlines()]
+    codes = {entry["item"]: entry["error_code"] for entry in manifest}
+    assert codes["in/good.pdf"] is None
+    assert codes["in/truncated.pdf"] == "pdf_malformed"
+    assert codes["in/garbage.pdf"] == "pdf_malformed"
+    assert codes["in/letter.txt"] == "not_a_pdf"
+    assert codes["in/empty.pdf"] == "input_empty"
+    assert codes["in/locked.pdf"] == "pdf_encrypted"
+
+
+def test_bulk_never_replaces_existing_output(softhsm_state, tmp_path):
+    _make_inputs(tmp_path / "in", 1)
+    existing = tmp_path / "out" / "in" / "notice-000.pdf"
+    existing.parent.mkdir(parents=True)
+    existing.write_bytes(b"keep me")
+
+    completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out",
+                      str(tmp_path / "out"), "--json")
+
+    assert completed.returncode == 1
+    assert existing.read_bytes() == b"keep me"
+    status = _status(softhsm_state, _job_id(completed))
+    assert status["counts"] == {"pending": 0, "recorded": 2, "failed": 1}
+
+
+# Kill points: (point, role). The pass count is drawn at random for each run.
+_KILLS = [("prepared", "worker"), ("before-sign", "worker"), ("after-sign", "worker"), ("before-rename", "worker"),
+          ("before-publish", "worker"), ("after-publish", "worker"), ("after-store", "worker"),
+          ("before-record", "parent"), ("after-record", "parent"), ("before-sign", "parent-of-worker")]
+
+
+@pytest.mark.parametrize("run", range(10))
+def test_bulk_kill_and_resume(softhsm_state, tmp_path, run):
+    seed = random.Random(7000 + run)
+    point, role = _KILLS[run]
+    keys = _make_inputs(tmp_path / "in", 8)
+    env = {"QSIGN_BULK_KILL_AT": f"{point}:{seed.randint(1, 4)}"}
+    if role == "parent-of-worker":
+        # Kill the parent while a worker is about to sign: the worker dies with it.
+        env = {"QSIGN_BULK_KILL_AT": "before-record:1", "QSIGN_BULK_KILL_ROLE": "parent"}
+    else:
+        env["QSIGN_BULK_KILL_ROLE"] = role
+
+    first = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out", str(tmp_path / "out"),
+                  "--workers", "2", "--json", env=env)
+    job_id = _job_id(first)
+    if role != "worker":
+        assert first.returncode == -9, first.stderr
+        assert _status(softhsm_state, job_id)["state"] == "running"
+
+    resumed = _bulk(softhsm_state, "resume", job_id, "--json")
+
+    assert resumed.returncode == 0, resumed.stderr
+    _check_job(softhsm_state, job_id, tmp_path / "out", keys)
+
+
+def test_bulk_resume_last(softhsm_state, tmp_path):
+    keys = _make_inputs(tmp_path / "in", 2)
+    first = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out", str(tmp_path / "out"),
+                  "--json", env={"QSIGN_BULK_KILL_AT": "after-plan:1", "QSIGN_BULK_KILL_ROLE": "parent"})
+    assert first.returncode == -9
+
+    resumed = _bulk(softhsm_state, "resume", "--last", "--json")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert _job_id(resumed) == _job_id(first)
+    _check_job(softhsm_state, _job_id(first), tmp_path / "out", keys)
+
+
+def test_bulk_session_loss(softhsm_state, tmp_path):
+    keys = _make_inputs(tmp_path / "in", 6)
+
+    completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out",
+                      str(tmp_path / "out"), "--workers", "2", "--json", env={"QSIGN_BULK_DROP_SESSION": "3"})
+
+    assert completed.returncode == 0, completed.stderr
+    assert "opening it again and retrying" in completed.stderr
+    _check_job(softhsm_state, _job_id(completed), tmp_path / "out", keys)
+
+
+def _zip_with(path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for info, data in entries:
+            archive.writestr(info, data)
+    return path
+
+
+def test_zip_rejects_unsafe_names(tmp_path):
+    link = zipfile.ZipInfo("link.pdf")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive = _zip_with(tmp_path / "names.zip", [
+        ("ok/a.pdf", b"%PDF-1.4 a"), ("../escape.pdf", b"x"), ("/etc/evil.pdf", b"x"),
+        ("a/../../escape2.pdf", b"x"), (link, b"/etc/passwd"),
+    ])
+
+    extracted, rejected = extract_zip(archive, tmp_path / "out")
+
+    assert [name for name, _ in extracted] == ["ok/a.pdf"]
+    assert sorted(name for name, _ in rejected) == ["../escape.pdf", "/etc/evil.pdf", "a/../../escape2.pdf", "link.pdf"]
+    assert not (tmp_path / "escape.pdf").exists()
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == ["a.pdf"]
+
+
+@pytest.mark.parametrize("limits, entries", [
+    (ZipLimits(), [("bomb.pdf", b"\0" * (40 * 1024 * 1024))]),
+    (ZipLimits(max_entries=3), [(f"{n}.pdf", b"%PDF-1.4") for n in range(4)]),
+    (ZipLimits(max_total_bytes=1000, max_ratio=1e9), [("a.pdf", b"1" * 600), ("b.pdf", b"2" * 600)]),
+], ids=["ratio", "entries", "total-size"])
+def test_zip_limits(tmp_path, limits, entries):
+    archive = _zip_with(tmp_path / "bomb.zip", entries)
+
+    with pytest.raises(ZipUnsafe):
+        extract_zip(archive, tmp_path / "out", limits)
+
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_bulk_zip_input(softhsm_state, tmp_path):
+    archive = _zip_with(tmp_path / "batch.zip", [
+        ("2026/notice.pdf", SAMPLE.read_bytes()), ("../../escape.pdf", SAMPLE.read_bytes()),
+    ])
+    bomb = _zip_with(tmp_path / "bomb.zip", [("big.pdf", b"%PDF-1.4\n" + b"\0" * (40 * 1024 * 1024))])
+
+    completed = _bulk(softhsm_state, "sign", str(archive), str(bomb), "--profile", "seal", "--out",
+                      str(tmp_path / "out"), "--json")
+
+    assert completed.returncode == 1
+    status = _check_job(softhsm_state, _job_id(completed), tmp_path / "out", ["batch.zip/2026/notice.pdf"])
+    manifest = [json.loads(line) for line in Path(status["manifest"]).read_text(encoding="utf-8").splitlines()]
+    codes = {entry["item"]: entry["error_code"] for entry in manifest}
+    assert codes == {"batch.zip/2026/notice.pdf": None, "batch.zip/../../escape.pdf": "zip_unsafe",
+                     "bomb.zip": "zip_unsafe"}
+    assert (tmp_path / "out" / "batch" / "2026" / "notice.pdf").exists()
+    assert not (tmp_path / "escape.pdf").exists()
+
+
+def test_bulk_profiles_check(softhsm_state):
+    completed = _bulk(softhsm_state, "profiles", "--json")
+
+    assert completed.returncode == 0, completed.stderr
+    profiles = {entry["profile"]: entry for entry in json.loads(completed.stdout)["profiles"]}
+    assert profiles["seal"]["ok"] and profiles["seal"]["key_type"] == "rsa"
+    assert profiles["seal_ec"]["ok"] and profiles["seal_ec"]["key_type"] == "ec"
