@@ -21,6 +21,7 @@ from signing.appearance import DEFAULT_SEAL_IMAGE, VisibleSignature, parse_rect
 from signing.cades import sign_detached
 from signing.errors import OptionNotApplicable, PinFileUnreadable
 from signing.files import check_input_file, is_pdf
+from signing.levels import Level, cades_timestamper_for_level, pades_options_for_level
 from signing.pades import PadesOptions, sign_pdf
 from signing.pkcs11_signer import ALLOWED_DIGESTS, TokenSigner, load_chain
 from signing.result import SignResult
@@ -61,6 +62,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     signature.add_argument("--digest", choices=sorted(ALLOWED_DIGESTS),
                            help="digest algorithm (default: sha384 for P-384 keys, else sha256)")
     signature.add_argument("--pss", action="store_true", help="RSA keys: sign with RSASSA-PSS instead of PKCS#1 v1.5")
+    signature.add_argument("--level", choices=[level.value for level in Level], default=Level.B_B.value,
+                           help="B-T adds a signature timestamp from the [tsa] TSA; B-LT also embeds OCSP "
+                                "responses and CRLs; B-LTA adds a document timestamp (CAdES: B-B and B-T; "
+                                "default: B-B)")
     signature.add_argument("--reason", metavar="TEXT", help="reason for signing, stored in the PDF signature")
     signature.add_argument("--location", metavar="TEXT", help="place of signing, stored in the PDF signature")
     signature.add_argument("--contact", metavar="TEXT", help="signer's contact information, stored in the PDF")
@@ -150,8 +155,10 @@ def run_sign(args: argparse.Namespace) -> int:
     module, token_label, key_label, profile = _key_location(args, config)
 
     options = None
+    timestamper = None
     if signature_format == "cades":
         _reject_pdf_options(args)
+        timestamper = cades_timestamper_for_level(args.level, config)
     else:
         visible = None
         if args.visible:
@@ -160,6 +167,7 @@ def run_sign(args: argparse.Namespace) -> int:
                                        language=args.language)
         options = PadesOptions(reason=args.reason, location=args.location, contact_info=args.contact,
                                visible=visible)
+        options = pades_options_for_level(args.level, config, options)
     chain = load_chain(config)
 
     pin = resolve_pin(args.pin_file, profile, args.language)
@@ -170,7 +178,7 @@ def run_sign(args: argparse.Namespace) -> int:
         if signature_format == "pades":
             result = sign_pdf(signer, input_path, output_path, options)
         else:
-            result = sign_detached(signer, input_path, output_path)
+            result = sign_detached(signer, input_path, output_path, timestamper=timestamper)
 
     _print_result(args, input_path, key_label, result)
     return 0
