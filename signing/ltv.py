@@ -143,3 +143,30 @@ def offline_validation_context(roots: list[x509.Certificate], other_certs: list[
     """Return a context that validates with embedded revocation data only (``LOCAL_ONLY_REVOCATION_POLICY``)."""
     return ValidationContext(trust_roots=roots, other_certs=list(other_certs), allow_fetching=False,
                              revinfo_policy=LOCAL_ONLY_REVOCATION_POLICY, **kwargs)
+
+
+def presign_validation_error(error: Exception, subject: str, level: str) -> Exception | None:
+    """Return the qsign error for pyHanko's failed check of the signer's certificate before signing.
+
+    pyHanko raises ``SigningError`` whose cause is a certvalidator error. Returns ``None`` when the
+    cause is none of revoked, missing revocation data, or an untrusted or expired path.
+    """
+    from pyhanko_certvalidator.errors import (InsufficientRevinfoError, PathBuildingError, PathValidationError,
+                                              RevokedError)
+
+    from signing.ltv_errors import RevocationUnavailable, SignerNotTrusted, SignerRevoked
+
+    cause = error.__cause__
+    ids = {"signer": subject}
+    if isinstance(cause, RevokedError):
+        revoked_at = cause.revocation_dt.isoformat() if cause.revocation_dt else "?"
+        reason = cause.reason.human_friendly if cause.reason is not None else "unspecified"
+        _logger.error("signer %s is revoked since %s (%s); signing refused", subject, revoked_at, reason)
+        return SignerRevoked(subject=subject, revoked_at=revoked_at, reason=reason,
+                             ids={**ids, "revoked_at": revoked_at})
+    if isinstance(cause, InsufficientRevinfoError):
+        _logger.error("no revocation data for %s: %s", subject, cause)
+        return RevocationUnavailable(subject=subject, reason=str(cause), level=level, ids=ids)
+    if isinstance(cause, (PathValidationError, PathBuildingError)):
+        return SignerNotTrusted(subject=subject, reason=str(cause), ids=ids)
+    return None

@@ -6,7 +6,10 @@ document is never read into memory as a whole. An already signed PDF gets one mo
 the earlier signatures valid.
 
 B-T, B-LT and B-LTA need a TSA and revocation data: ``PadesOptions.timestamper`` and
-``validation_context`` are passed to pyHanko for that. NOTE: those paths have no test yet.
+``validation_context`` are passed to pyHanko for that; ``signing.levels`` builds them from a level
+name. With a validation context the signer's certificate is checked before signing, and a revoked,
+untrusted or unverifiable certificate raises ``signer_revoked``, ``signer_not_trusted`` or
+``revocation_unavailable``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from signing.appearance import VisibleSignature, build_stamp_style, check_rect, 
 from signing.errors import (PdfEncrypted, PdfMalformed, PdfPasswordIncorrect, PdfSigningNotAllowed, RectOutsidePage,
                             SigningFailed)
 from signing.files import atomic_output, check_input_file, check_output_path, check_pdf_header
+from signing.ltv import presign_validation_error
 from signing.pkcs11_signer import TokenSigner
 from signing.result import SignResult, signer_common_name
 
@@ -216,6 +220,12 @@ async def _sign_in_place(pdf_signer: PdfSigner, signer: TokenSigner, writer: Inc
 
     try:
         validation_info = await session.perform_presign_validation(writer)
+    except SigningError as error:
+        mapped = presign_validation_error(error, signer_common_name(signer.signing_cert),
+                                          "B-LTA" if pdf_signer.signature_meta.use_pades_lta else "B-LT")
+        raise (mapped or SigningFailed(path=str(input_path), reason=str(error), ids=ids)) from error
+
+    try:
         if timestamped:
             bytes_reserved = await session.estimate_signature_container_size(validation_info)
         else:
