@@ -24,7 +24,7 @@ from cryptography import x509
 from softhsm_setup.card_rig import CARD_PIN, CARDS, CardRig, card_rig_unavailable_reason
 from token_drivers.atr import load_catalog
 from token_drivers.module import OPENSC_MODULE_CANDIDATES, find_installed_module
-from token_drivers.pcsc import CardEvent, CardEventKind, CardEventSource
+from token_drivers.pcsc import CardEvent, CardEventKind, CardEventSource, card_absent_within
 
 TEST_NAMESPACE = "qsign-card-test"
 _STATE_DIR = Path(tempfile.gettempdir()) / f"qsign-card-rig-{os.getpid()}"
@@ -68,11 +68,14 @@ def card_rig() -> Iterator[CardRig]:
 
 @pytest.fixture
 def empty_readers(card_rig: CardRig) -> CardRig:
-    """The rig with both readers empty at the start of the test, and again at its end."""
+    """The rig with both readers empty, as pcscd reports them, at the start of the test; emptied at its end."""
     for reader in range(2):
         card_rig.remove(reader)
     if not card_rig.socket_path.exists():
         card_rig.up()
+    for reader in range(2):
+        # pcscd checks vpcd's readers every 400 ms, so a removal shows after up to that long.
+        assert card_absent_within(CardRig.reader_name(reader), 3.0), f"reader {reader} still reports a card"
     yield card_rig
     for reader in range(2):
         card_rig.remove(reader)
