@@ -54,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     add("checkpoint", "sign a checkpoint of the audit log now", _checkpoint)
 
+    renew = add("renew", "add fresh validation data and a new document timestamp to archived PDFs whose last "
+                         "timestamp's TSA certificate expires soon", _renew)
+    renew.add_argument("--before", type=int, default=90, metavar="DAYS",
+                       help="renew files whose TSA certificate expires within DAYS days (default: 90)")
+    renew.add_argument("--dry-run", action="store_true", help="list the files due, renew nothing")
+
 
 def _open(args: argparse.Namespace):
     from archive.api import Archive
@@ -194,3 +200,40 @@ def _checkpoint(args: argparse.Namespace) -> int:
     else:
         print(_t(N_("Nothing to sign: the audit log is empty or its last entry is already checkpointed."), args))
     return 0
+
+
+RENEWED = N_("Renewed {previous} -> {sha256} (TSA certificate valid until {not_after})")
+RENEW_FAILED = N_("Renewal of {sha256} failed: {reason}")
+RENEW_DUE = N_("Due for renewal: {sha256} (TSA certificate of its last {kind} timestamp expires {not_after})")
+RENEW_SUMMARY = N_("{renewed} renewed, {failed} failed.")
+
+
+def _renew(args: argparse.Namespace) -> int:
+    from archive.renew import find_due, renew_due
+
+    with _open(args) as archive:
+        if args.dry_run:
+            due = find_due(archive, args.before)
+            if args.json:
+                _print_json([{"sha256": item.sha256, "timestamp_kind": item.timestamp_kind,
+                              "tsa_not_after": item.tsa_not_after.isoformat()} for item in due])
+            for item in due if not args.json else ():
+                print(_t(RENEW_DUE, args, sha256=item.sha256, kind=item.timestamp_kind,
+                         not_after=item.tsa_not_after.isoformat()))
+            return 0
+        results, failures = renew_due(archive, archive.config, args.before, actor="cli:archive-renew")
+
+    if args.json:
+        _print_json({"renewed": [result.to_dict() for result in results],
+                     "failed": [{"sha256": sha256, "error": getattr(error, "code", type(error).__name__),
+                                 "message": error.message(args.language) if hasattr(error, "message")
+                                 else str(error)} for sha256, error in failures]})
+    else:
+        for result in results:
+            print(_t(RENEWED, args, previous=result.previous_sha256, sha256=result.sha256,
+                     not_after=result.tsa_not_after.isoformat()))
+        for sha256, error in failures:
+            reason = error.message(args.language) if hasattr(error, "message") else str(error)
+            print(_t(RENEW_FAILED, args, sha256=sha256, reason=reason), file=sys.stderr)
+        print(_t(RENEW_SUMMARY, args, renewed=len(results), failed=len(failures)))
+    return 1 if failures else 0
