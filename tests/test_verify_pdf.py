@@ -208,8 +208,8 @@ def test_timestamp_untrusted_indeterminate(test_pki: TestPki, tmp_path: Path) ->
     assert signature.timestamp.valid is True
     assert signature.timestamp.trusted is False
     assert "timestamp_untrusted" in signature.errors
-    assert signature.indication == "INDETERMINATE"
-    assert report.verdict == "INDETERMINATE"
+    assert (signature.indication, signature.sub_indication) == ("INDETERMINATE", "NO_POE")
+    assert (report.verdict, report.sub_indication) == ("INDETERMINATE", "NO_POE")
 
 
 def test_unsigned_pdf_indeterminate(capsys, verify_state: Path) -> None:

@@ -208,10 +208,11 @@ def _problems(report: SignatureReport, content_timestamp: TimestampSignatureStat
     for name, timestamp in (("timestamp", report.timestamp), ("content_timestamp", content_timestamp)):
         if timestamp is None:
             continue
+        # Without a usable timestamp the signature has no proof of existence at the asserted time.
         if not (timestamp.intact and timestamp.valid):
-            problems.append((indeterminate, None, f"{name}_invalid"))
+            problems.append((indeterminate, AdESIndeterminate.NO_POE.name, f"{name}_invalid"))
         elif not timestamp.trusted:
-            problems.append((indeterminate, None, f"{name}_untrusted"))
+            problems.append((indeterminate, AdESIndeterminate.NO_POE.name, f"{name}_untrusted"))
 
     if "seed_value_constraints_failed" in report.errors:
         problems.append((indeterminate, AdESIndeterminate.SIG_CONSTRAINTS_FAILURE.name,

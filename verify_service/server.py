@@ -439,6 +439,10 @@ async def _handle_report_html(request: web.Request) -> web.Response:
     return response
 
 
+async def _no_content() -> web.Response:
+    return web.Response(status=204)
+
+
 def _shown_user(user: str) -> str | None:
     return None if user == _ANONYMOUS else user
 
@@ -584,6 +588,8 @@ def create_app(settings: ServiceSettings) -> web.Application:
     app.router.add_post("/login", _handle_login)
     app.router.add_post("/logout", _handle_logout)
     app.router.add_static("/static", STATIC_DIR)
+    # Browsers ask for it on their own; an empty answer keeps their consoles free of 404 errors.
+    app.router.add_get("/favicon.ico", lambda request: _no_content())
     app.router.add_get("/healthz", _handle_healthz)
     return app
 
