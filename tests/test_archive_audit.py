@@ -123,21 +123,35 @@ def test_tampering_detected_and_named(sealed_state: Path, tamper: Callable, code
     with database(sealed_state) as connection:
         tamper(connection)
 
+    with open_archive(sealed_state) as archive:
+        report = archive.verify()
+
+    assert not report.ok
+    named = [(f.code, f.seq) for f in report.findings if f.severity == "error"]
+    assert (code, seq) in named, named
+    assert report.first_broken_entry == min(s for _c, s in named if s is not None)
+
+
+def test_tampering_reported_by_cli(sealed_state: Path) -> None:
+    with database(sealed_state) as connection:
+        delete_entry(connection)
+
     exit_code, report = verify_json(sealed_state)
 
     assert exit_code == 1
-    named = [(f["code"], f.get("seq")) for f in report["findings"] if f["severity"] == "error"]
-    assert (code, seq) in named, named
-    assert report["first_broken_entry"] == min(s for _c, s in named if s is not None)
+    assert report["first_broken_entry"] == 12
+    missing = next(f for f in report["findings"] if f["code"] == "audit_entries_missing")
+    assert missing["message"] == "Audit entries 12 to 12 are missing."
 
 
 def test_reorder_names_both_entries(sealed_state: Path) -> None:
     with database(sealed_state) as connection:
         reorder_entries(connection)
 
-    _exit_code, report = verify_json(sealed_state)
+    with open_archive(sealed_state) as archive:
+        report = archive.verify()
 
-    reordered = {f["seq"] for f in report["findings"] if f["code"] == "audit_entry_reordered"}
+    reordered = {f.seq for f in report.findings if f.code == "audit_entry_reordered"}
     assert {12, 13} <= reordered
 
 

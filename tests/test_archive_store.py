@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from archive.errors import DocumentCorrupt
+from archive.migrate import HEAD_REVISION
 from helpers.archive_state import database, finding_codes, make_archive_state, open_archive, run_python, verify_json
 
 
@@ -40,7 +41,19 @@ def test_database_pragmas_and_migration(tmp_path: Path) -> None:
     assert foreign_keys == 1
     assert busy_timeout >= 1000
     with database(state) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001_initial"
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
+
+
+def test_head_revision_matches_migrations() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from archive.migrate import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
 
 
 def test_large_file_streamed_and_exported(tmp_path: Path) -> None:
