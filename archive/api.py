@@ -366,8 +366,8 @@ class Archive:
             "sha256": sha256,
             "document": dict(row) if row else None,
             "file_present": self.store.exists(sha256),
-            "requests": [_jsonable(r) for r in request_rows],
-            "job_items": [_jsonable(r) for r in item_rows],
+            "requests": [dict(r) for r in request_rows],
+            "job_items": [dict(r) for r in item_rows],
             "audit": [audit_module.entry_from_row(e).to_dict() for e in entries],
         }
 
@@ -385,7 +385,7 @@ class Archive:
                     documents_found.append({**dict(document), "file_present": self.store.exists(sha256)})
         return {
             "request_id": request_id,
-            "request": _jsonable(request) if request else None,
+            "request": dict(request) if request else None,
             "documents": documents_found,
             "audit": [audit_module.entry_from_row(e).to_dict() for e in entries],
         }
@@ -395,6 +395,3 @@ class Archive:
         with read_transaction(self.engine) as connection:
             return verify_archive(connection, self.store, self.config.trust_anchors, self.config.intermediates)
 
-
-def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in dict(row).items()}

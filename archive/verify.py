@@ -9,13 +9,12 @@ last checkpoint) and do not fail verification.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from archive.audit import GENESIS_HASH, row_hash
 from archive.checkpoint import SignedPayload, certificate_trust_problem, parse_checkpoint_payload, verify_payload
@@ -302,10 +301,3 @@ def verify_archive(connection: Connection, store: DocumentStore, anchors: list[P
                  len(report.findings))
     return report
 
-
-def count_entries(connection: Connection) -> int:
-    return connection.execute(select(func.count()).select_from(audit_log)).scalar_one()
-
-
-def findings_json(report: VerifyReport, language: str) -> str:
-    return json.dumps(report.to_dict(language), ensure_ascii=False, indent=2)
