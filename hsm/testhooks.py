@@ -2,7 +2,9 @@
 
 ``QSIGN_BULK_KILL_AT="POINT:N"`` makes the process that reaches ``POINT`` for the ``N``-th time kill
 itself with SIGKILL (``N`` defaults to 1). ``QSIGN_BULK_KILL_ROLE`` limits it to ``parent`` or
-``worker``. ``QSIGN_BULK_DROP_SESSION=N`` closes a worker's PKCS#11 session under its key before its
+``worker``. With ``QSIGN_BULK_KILL_MARKER=PATH`` only the first process to get there kills itself:
+it creates PATH first, and no process kills itself once PATH exists (replacement workers inherit the
+same environment). ``QSIGN_BULK_DROP_SESSION=N`` closes a worker's PKCS#11 session under its key before its
 ``N``-th signature, as a token that lost the session would. Without these variables the hooks cost
 one dictionary lookup.
 """
@@ -41,8 +43,15 @@ def kill_point(point: str, role: str) -> None:
     if wanted_role and wanted_role != role:
         return
     _counts[point] = _counts.get(point, 0) + 1
-    if _counts[point] == target[1]:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _counts[point] != target[1]:
+        return
+    marker = os.environ.get("QSIGN_BULK_KILL_MARKER")
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def should_drop_session() -> bool:

@@ -169,17 +169,20 @@ _KILLS = [("prepared", "worker"), ("before-sign", "worker"), ("after-sign", "wor
 def test_bulk_kill_and_resume(softhsm_state, tmp_path, run):
     seed = random.Random(7000 + run)
     point, role = _KILLS[run]
-    keys = _make_inputs(tmp_path / "in", 8)
-    env = {"QSIGN_BULK_KILL_AT": f"{point}:{seed.randint(1, 4)}"}
+    keys = _make_inputs(tmp_path / "in", 6)
+    # A parent commits a few batches per job, a worker passes each point once per document.
+    env = {"QSIGN_BULK_KILL_AT": f"{point}:{seed.randint(1, 2 if role == 'parent' else 4)}"}
     if role == "parent-of-worker":
         # Kill the parent while a worker is about to sign: the worker dies with it.
         env = {"QSIGN_BULK_KILL_AT": "before-record:1", "QSIGN_BULK_KILL_ROLE": "parent"}
     else:
         env["QSIGN_BULK_KILL_ROLE"] = role
+    env["QSIGN_BULK_KILL_MARKER"] = str(tmp_path / "killed")
 
     first = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out", str(tmp_path / "out"),
                   "--workers", "2", "--json", env=env)
     job_id = _job_id(first)
+    assert (tmp_path / "killed").exists(), "the kill point was never reached"
     if role != "worker":
         assert first.returncode == -9, first.stderr
         assert _status(softhsm_state, job_id)["state"] == "running"
