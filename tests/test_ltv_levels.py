@@ -1,0 +1,308 @@
+"""PAdES B-B/B-T/B-LT/B-LTA against the test PKI's OCSP, CRL and TSA services on 127.0.0.1.
+
+The state dir of this module is made with ``--pki-base-url`` on a free port, so the URLs in its
+certificates match the ``PkiServer`` started here. Signatures go through ``qsign sign`` in a
+subprocess, because this process may already have SoftHSM2 loaded for another state dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import io
+import json
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from asn1crypto import keys as asn1_keys
+from asn1crypto import pem, tsp
+from asn1crypto import x509 as asn1_x509
+from certomancer.services import TimeStamper
+from cryptography import x509
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
+from pyhanko.sign.validation.dss import DocumentSecurityStore
+from pyhanko_certvalidator import ValidationContext
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from archive.api import Archive, DocumentKind
+from archive.renew import RENEWED_ACTION, find_due
+from qsign.config import load_config
+from signing.levels import Level
+from signing.ltv import LOCAL_ONLY_REVOCATION_POLICY, load_certificates, tsa_trust_context
+from signing.ltv_errors import TsaResponseInvalid, TsaUnavailable
+from signing.tsa import QsignTimeStamper, TsaSettings
+from softhsm_setup.layout import StateLayout
+from softhsm_setup.ltv_pki import revoke_certificate
+from softhsm_setup.pki_server import PkiServer
+from conftest import run_qsign
+
+PDF = Path(__file__).parent / "data" / "real" / "xiaoshan-sample.pdf"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Services:
+    """The PKI server of the module's state dir, which a test may stop and start again."""
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.state_dir, self.port = state_dir, port
+        self.server: PkiServer | None = None
+
+    def start(self) -> None:
+        if self.server is None:
+            self.server = PkiServer(self.state_dir, "127.0.0.1", self.port).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory):
+    state_dir = tmp_path_factory.mktemp("ltv-state")
+    port = _free_port()
+    completed = run_qsign("softhsm", "init", "--json", "--pki-base-url", f"http://127.0.0.1:{port}",
+                          state_dir=state_dir)
+    assert completed.returncode == 0, completed.stderr
+    services = Services(state_dir, port)
+    services.start()
+    yield services
+    services.stop()
+
+
+@pytest.fixture
+def running(pki: Services) -> Services:
+    pki.start()
+    return pki
+
+
+def _sign(pki: Services, output: Path, level: str, profile: str = "officer") -> subprocess.CompletedProcess[str]:
+    return run_qsign("sign", str(PDF), "-o", str(output), "--profile", profile, "--level", level, "--json",
+                     "--lang", "en", state_dir=pki.state_dir)
+
+
+def _roots(pki: Services) -> list:
+    return load_certificates([pki.state_dir / "pki" / "root-ca.pem"])
+
+
+def _offline_context(pki: Services, reader: PdfFileReader) -> ValidationContext:
+    kwargs = {"trust_roots": _roots(pki), "allow_fetching": False, "revinfo_policy": LOCAL_ONLY_REVOCATION_POLICY}
+    return DocumentSecurityStore.read_dss(reader).as_validation_context(kwargs)
+
+
+def _pyhanko_validate(pki: Services, path: Path) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "pyhanko"), "sign", "validate", "--trust-replace", "--trust",
+               str(pki.state_dir / "pki" / "root-ca.pem"), "--executive-summary", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def signed(pki: Services, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    pki.start()
+    directory = tmp_path_factory.mktemp("ltv-signed")
+    outputs = {}
+    for level in Level:
+        output = directory / f"{level.value}.pdf"
+        completed = _sign(pki, output, level.value)
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        outputs[level.value] = output
+    return outputs
+
+
+def test_each_level_passes_pyhanko_cli(running: Services, signed: dict[str, Path]):
+    for level, path in signed.items():
+        completed = _pyhanko_validate(running, path)
+        assert completed.returncode == 0, f"{level}: {completed.stdout}{completed.stderr}"
+        assert ":VALID" in completed.stdout, f"{level}: {completed.stdout}"
+
+
+def test_b_t_has_trusted_signature_timestamp(running: Services, signed: dict[str, Path]):
+    with signed["B-T"].open("rb") as handle:
+        reader = PdfFileReader(handle)
+        context = ValidationContext(trust_roots=_roots(running), allow_fetching=True)
+        status = validate_pdf_signature(reader.embedded_signatures[0], signer_validation_context=context,
+                                        ts_validation_context=context)
+        assert status.bottom_line
+        assert status.timestamp_validity is not None
+        assert status.timestamp_validity.trusted
+
+
+def test_b_b_has_no_timestamp(running: Services, signed: dict[str, Path]):
+    with signed["B-B"].open("rb") as handle:
+        reader = PdfFileReader(handle)
+        status = validate_pdf_signature(reader.embedded_signatures[0],
+                                        signer_validation_context=ValidationContext(trust_roots=_roots(running)))
+        assert status.bottom_line
+        assert status.timestamp_validity is None
+        assert reader.embedded_timestamp_signatures == []
+
+
+def test_b_lt_and_b_lta_validate_offline(pki: Services, signed: dict[str, Path]):
+    pki.stop()
+    for level in ("B-LT", "B-LTA"):
+        with signed[level].open("rb") as handle:
+            reader = PdfFileReader(handle)
+            dss = DocumentSecurityStore.read_dss(reader)
+            assert len(dss.ocsps) >= 2, f"{level}: OCSP responses for signer and TSA expected in the DSS"
+            status = validate_pdf_signature(reader.embedded_signatures[0],
+                                            signer_validation_context=_offline_context(pki, reader),
+                                            ts_validation_context=_offline_context(pki, reader))
+            assert status.bottom_line, f"{level}: {status.pretty_print_details()}"
+            assert status.timestamp_validity.trusted
+
+            document_timestamps = reader.embedded_timestamp_signatures
+            if level == "B-LT":
+                assert document_timestamps == []
+            else:
+                assert len(document_timestamps) == 1
+                timestamp_status = validate_pdf_timestamp(document_timestamps[0],
+                                                          validation_context=_offline_context(pki, reader))
+                assert timestamp_status.valid
+                assert timestamp_status.trusted
+
+
+def test_responders_down_fail_clearly(pki: Services, tmp_path: Path):
+    pki.stop()
+    output = tmp_path / "out.pdf"
+
+    completed = _sign(pki, output, "B-LT")
+    assert completed.returncode != 0
+    assert json.loads(completed.stdout)["error"]["code"] == "revocation_unavailable"
+    assert not output.exists()
+
+    completed = _sign(pki, output, "B-T")
+    assert completed.returncode != 0
+    assert json.loads(completed.stdout)["error"]["code"] == "tsa_unavailable"
+    assert not output.exists()
+
+
+def test_revoked_signer_refused_and_reported(running: Services, tmp_path: Path):
+    before = tmp_path / "before-revocation.pdf"
+    completed = _sign(running, before, "B-T", profile="seal_ec")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    layout = StateLayout(running.state_dir)
+    certificate = x509.load_pem_x509_certificate(layout.end_entity_certificate("seal-ec").read_bytes())
+    revoked_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    revoke_certificate(layout, certificate, revoked_at=revoked_at, reason="key_compromise")
+
+    after = tmp_path / "after-revocation.pdf"
+    completed = _sign(running, after, "B-LT", profile="seal_ec")
+    assert completed.returncode != 0
+    error = json.loads(completed.stdout)["error"]
+    assert error["code"] == "signer_revoked"
+    assert error["ids"]["revoked_at"] == revoked_at.isoformat()
+    assert not after.exists()
+
+    with before.open("rb") as handle:
+        reader = PdfFileReader(handle)
+        context = ValidationContext(trust_roots=_roots(running), allow_fetching=True)
+        status = validate_pdf_signature(reader.embedded_signatures[0], signer_validation_context=context)
+        assert not status.bottom_line
+        assert status.revocation_details is not None
+        assert status.revocation_details.revocation_date == revoked_at
+        assert status.revocation_details.revocation_reason.native == "key_compromise"
+
+
+class _MisbehavingTsa:
+    """A TSA that signs with the real TSA key but changes the nonce or the imprint of the request."""
+
+    def __init__(self, state_dir: Path, fault: str) -> None:
+        tsa_certificate = pem.unarmor((state_dir / "pki" / "tsa.pem").read_bytes())[2]
+        tsa_key = pem.unarmor((state_dir / "pki" / "tsa.key.pem").read_bytes())[2]
+        self.stamper = TimeStamper(asn1_x509.Certificate.load(tsa_certificate),
+                                   asn1_keys.PrivateKeyInfo.load(tsa_key))
+        self.fault = fault
+        self.server = make_server("127.0.0.1", 0, self._app)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/tsa"
+
+    def _app(self, environ, start_response):
+        request = tsp.TimeStampReq.load(Request(environ).get_data())
+        if self.fault == "nonce":
+            request["nonce"] = request["nonce"].native + 1
+        else:
+            request["message_imprint"]["hashed_message"] = hashlib.sha256(b"other data").digest()
+        body = self.stamper.request_tsa_response(request).dump()
+        return Response(body, mimetype="application/timestamp-reply")(environ, start_response)
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("fault,text", [("nonce", "nonce mismatch"), ("imprint", "message imprint")])
+def test_misbehaving_tsa_rejected(pki: Services, fault: str, text: str):
+    config = load_config(pki.state_dir)
+    with _MisbehavingTsa(pki.state_dir, fault) as tsa:
+        settings = TsaSettings(url=tsa.url, retries=0)
+        stamper = QsignTimeStamper(settings, tsa_trust_context(config))
+        with pytest.raises(TsaResponseInvalid) as raised:
+            asyncio.run(stamper.async_timestamp(hashlib.sha256(b"document").digest(), "sha256"))
+        assert text in raised.value.message("en")
+
+
+def test_untrusted_tsa_rejected(running: Services):
+    no_anchors = ValidationContext(trust_roots=[], allow_fetching=False)
+    settings = TsaSettings(url=running.server.urls.tsa_url, retries=0)
+    with pytest.raises(TsaResponseInvalid) as raised:
+        asyncio.run(QsignTimeStamper(settings, no_anchors).async_timestamp(hashlib.sha256(b"x").digest(), "sha256"))
+    assert "trust anchor" in raised.value.message("en")
+
+
+def test_tsa_retries_then_unavailable():
+    port = _free_port()
+    settings = TsaSettings(url=f"http://127.0.0.1:{port}/tsa", retries=2, backoff=0.05, timeout=2)
+    with pytest.raises(TsaUnavailable) as raised:
+        asyncio.run(QsignTimeStamper(settings, None).async_timestamp(hashlib.sha256(b"x").digest(), "sha256"))
+    assert "after 3 attempts" in raised.value.message("en")
+
+
+def test_renewal_before_tsa_expiry(running: Services, signed: dict[str, Path]):
+    tsa_certificate = x509.load_pem_x509_certificate((running.state_dir / "pki" / "tsa.pem").read_bytes())
+    with Archive.open(running.state_dir) as archive:
+        record = archive.store_document(signed["B-LTA"].read_bytes(), DocumentKind.SIGNED,
+                                        media_type="application/pdf", actor="test")
+        # Time travel: today nothing is due within 30 days; 20 days before the TSA certificate expires it is.
+        assert record.sha256 not in {item.sha256 for item in find_due(archive, 30)}
+        near_expiry = tsa_certificate.not_valid_after_utc - datetime.timedelta(days=20)
+        assert record.sha256 in {item.sha256 for item in find_due(archive, 30, now=near_expiry)}
+
+    window = (tsa_certificate.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)).days + 1
+    completed = run_qsign("archive", "renew", "--before", str(window), "--json", state_dir=running.state_dir)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    renewed = {item["previous_sha256"]: item["sha256"] for item in json.loads(completed.stdout)["renewed"]}
+    assert record.sha256 in renewed
+
+    with Archive.open(running.state_dir) as archive:
+        new_data = archive.read_document(renewed[record.sha256])
+        actions = [entry.action for entry in archive.audit_entries()]
+        assert RENEWED_ACTION in actions
+
+    original = signed["B-LTA"].read_bytes()
+    assert new_data.startswith(original)
+    running.stop()
+    reader = PdfFileReader(io.BytesIO(new_data))
+    assert len(reader.embedded_timestamp_signatures) == 2
+    status = validate_pdf_signature(reader.embedded_signatures[0],
+                                    signer_validation_context=_offline_context(running, reader),
+                                    ts_validation_context=_offline_context(running, reader))
+    assert status.bottom_line
+    for timestamp in reader.embedded_timestamp_signatures:
+        timestamp_status = validate_pdf_timestamp(timestamp, validation_context=_offline_context(running, reader))
+        assert timestamp_status.trusted
