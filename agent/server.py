@@ -26,7 +26,7 @@ from agent.pairing import authenticate, redeem_pairing_code
 from agent.settings import LOOPBACK_HOSTS, AgentSettings
 from agent.workflow import Caller, Workflow, request_to_dict
 
-__all__ = ["create_app", "OPENAPI_PATH", "API_PREFIX"]
+__all__ = ["create_app", "OPENAPI_PATH", "API_PREFIX", "API_ROUTES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ SSE_KEEPALIVE = 15.0
 WORKFLOW = web.AppKey("workflow", Workflow)
 SETTINGS = web.AppKey("settings", AgentSettings)
 INFO = web.AppKey("info", dict)
+ALLOWED_HOSTS = web.AppKey("allowed_hosts", set)
 
 
 def _language(request: web.Request) -> str:
@@ -68,7 +69,7 @@ async def _middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     try:
         host = _host_name(request.headers.get("Host", ""))
-        if host not in request.app["allowed_hosts"]:
+        if host not in request.app[ALLOWED_HOSTS]:
             raise HostNotAllowed(host=host[:100] or "(none)")
         response = await handler(request)
         response.headers.setdefault("X-Request-Id", request["request_id"])
@@ -306,6 +307,27 @@ async def _send_event(response: web.StreamResponse, data: dict[str, Any]) -> Non
     await response.write(f"event: {data['state']}\ndata: {payload}\n\n".encode("utf-8"))
 
 
+#: Every route of the API as (method, path, handler); ``agent/openapi.json`` documents each of them.
+API_ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", "/healthz", healthz),
+    ("GET", API_PREFIX, api_info),
+    ("GET", f"{API_PREFIX}/openapi.json", openapi),
+    ("POST", f"{API_PREFIX}/pairing", pair),
+    ("GET", f"{API_PREFIX}/me", me),
+    ("POST", f"{API_PREFIX}/requests", create_request),
+    ("GET", f"{API_PREFIX}/requests", list_requests),
+    ("GET", f"{API_PREFIX}/requests/{{request_id}}", get_request),
+    ("GET", f"{API_PREFIX}/requests/{{request_id}}/document", get_document),
+    ("GET", f"{API_PREFIX}/requests/{{request_id}}/pages/{{page}}", get_page),
+    ("POST", f"{API_PREFIX}/requests/{{request_id}}/approve", approve),
+    ("POST", f"{API_PREFIX}/requests/{{request_id}}/reject", reject),
+    ("POST", f"{API_PREFIX}/requests/{{request_id}}/cancel", cancel),
+    ("POST", f"{API_PREFIX}/requests/{{request_id}}/sign", sign),
+    ("GET", f"{API_PREFIX}/requests/{{request_id}}/signed", get_signed),
+    ("GET", f"{API_PREFIX}/requests/{{request_id}}/events", events),
+]
+
+
 def create_app(workflow: Workflow, settings: AgentSettings, info: dict[str, Any]) -> web.Application:
     """Build the aiohttp application around ``workflow``; ``info`` is served at ``/api/v1``."""
     # The multipart overhead beyond the file itself is small; 64 KiB leaves room for the other fields.
@@ -313,21 +335,7 @@ def create_app(workflow: Workflow, settings: AgentSettings, info: dict[str, Any]
     app[WORKFLOW] = workflow
     app[SETTINGS] = settings
     app[INFO] = info
-    app["allowed_hosts"] = allowed_hosts(settings)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get(API_PREFIX, api_info)
-    app.router.add_get(f"{API_PREFIX}/openapi.json", openapi)
-    app.router.add_post(f"{API_PREFIX}/pairing", pair)
-    app.router.add_get(f"{API_PREFIX}/me", me)
-    app.router.add_post(f"{API_PREFIX}/requests", create_request)
-    app.router.add_get(f"{API_PREFIX}/requests", list_requests)
-    app.router.add_get(f"{API_PREFIX}/requests/{{request_id}}", get_request)
-    app.router.add_get(f"{API_PREFIX}/requests/{{request_id}}/document", get_document)
-    app.router.add_get(f"{API_PREFIX}/requests/{{request_id}}/pages/{{page}}", get_page)
-    app.router.add_post(f"{API_PREFIX}/requests/{{request_id}}/approve", approve)
-    app.router.add_post(f"{API_PREFIX}/requests/{{request_id}}/reject", reject)
-    app.router.add_post(f"{API_PREFIX}/requests/{{request_id}}/cancel", cancel)
-    app.router.add_post(f"{API_PREFIX}/requests/{{request_id}}/sign", sign)
-    app.router.add_get(f"{API_PREFIX}/requests/{{request_id}}/signed", get_signed)
-    app.router.add_get(f"{API_PREFIX}/requests/{{request_id}}/events", events)
+    app[ALLOWED_HOSTS] = allowed_hosts(settings)
+    for method, path, handler in API_ROUTES:
+        app.router.add_route(method, path, handler)
     return app

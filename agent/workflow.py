@@ -24,6 +24,7 @@ from policies import (Decision, Policy, PolicyDenied, Role, Template, User, chec
                       find_user, may_cancel, may_create, may_review, may_sign, may_view, require)
 from qsign.config import Config
 from qsign.errors import QsignError
+from qsign.i18n import N_
 from token_drivers.errors import TokenError
 
 from agent.documents import inspect_document
@@ -337,7 +338,7 @@ class Workflow:
         output = self._work_dir / f"{request_id}.signed{'.pdf' if suffix == '.pdf' else '.p7s'}"
         try:
             if profile is None:
-                raise PolicyDenied("signer.token_profile", "user {user} has no token profile in qsign.toml",
+                raise PolicyDenied("signer.token_profile", N_("user {user} has no token profile in qsign.toml"),
                                    user=caller.user.id)
 
             async def waiting() -> None:
