@@ -101,7 +101,10 @@ class PkiServices:
     """The responses of the test PKI of one state dir, built per request by certomancer's classes."""
 
     def __init__(self, state_dir: Path) -> None:
-        from certomancer.services import choose_signed_digest
+        try:
+            from certomancer.services import choose_signed_digest
+        except ImportError as error:
+            raise ServicesUnavailable(str(error)) from error
 
         self.layout = StateLayout(Path(state_dir))
         self._choose_signed_digest = choose_signed_digest
