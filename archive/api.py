@@ -10,9 +10,9 @@
 
 A document is written to the store (durably) before its database record; see ``archive.store``.
 Audit entries are appended in the same transaction as the records they describe. Every
-``checkpoint_every`` entries a checkpoint is signed after the commit; when the signer cannot be
-opened (token absent) the entry is still recorded, the failure is logged, and the next checkpoint
-covers it.
+``checkpoint_every`` entries a checkpoint is signed after the commit. When the signer cannot be
+opened (token absent), the entry is still recorded and the failure is logged, so the next
+checkpoint covers the entry.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class DocumentKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class DocumentRecord:
-    """A document the archive holds (or held, when ``pruned_at`` is set)."""
+    """A document the archive stores (or stored, when ``pruned_at`` is set)."""
 
     sha256: str
     size: int
@@ -345,7 +345,7 @@ class Archive:
     # Lookup and verification
 
     def find(self, *, sha256: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-        """Return what the archive holds about a document or a request: records, requests, jobs, audit."""
+        """Return the records, requests, job items and audit entries about a document or a request."""
         with read_transaction(self.engine) as connection:
             if sha256 is not None:
                 return self._find_document(connection, normalize_sha256(sha256))
@@ -391,7 +391,7 @@ class Archive:
         }
 
     def verify(self) -> VerifyReport:
-        """Check the whole archive (see ``archive.verify``); never raises for what it finds."""
+        """Check the whole archive (see ``archive.verify``) and return the findings as a report."""
         with read_transaction(self.engine) as connection:
             return verify_archive(connection, self.store, self.config.trust_anchors, self.config.intermediates)
 

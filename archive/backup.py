@@ -7,7 +7,7 @@ Layout of the tar (ustar format, so every member has one 512-byte header and no 
     manifest.json                  {"format", "version", "created_at", "audit_head", "files": [...]}
     manifest.sig                   signature of manifest.json by the checkpoint key, with its certificate
 
-The snapshot is taken first; stored files never change once written, so copying the files that the
+The snapshot is taken first. Stored files never change once written, so copying the files that the
 snapshot records gives a consistent backup while the archive stays in use. ``restore_backup``
 checks the signature, every header checksum, every file's SHA-256 and size, and that padding and the
 end of the tar are zero bytes, so any single changed byte of the file makes it reject the backup.
@@ -55,7 +55,7 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class BackupSummary:
-    """What a backup holds."""
+    """Summary of a written backup."""
 
     path: Path
     documents: int
@@ -91,7 +91,7 @@ def _sqlite_path(database_url: str) -> Path:
 
 
 def _snapshot_database(source: Path, destination: Path) -> tuple[list[str], int, str]:
-    """Copy the database with SQLite's online backup API; return (held documents, head seq, head hash)."""
+    """Copy the database with SQLite's online backup API; return (unpruned documents, head seq, head hash)."""
     source_connection = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=60)
     target_connection = sqlite3.connect(destination)
     try:
@@ -101,12 +101,12 @@ def _snapshot_database(source: Path, destination: Path) -> tuple[list[str], int,
     try:
         # A self-contained file: no -wal or -shm beside it in the backup.
         target_connection.execute("PRAGMA journal_mode = DELETE")
-        held = [row[0] for row in target_connection.execute(
+        recorded_documents = [row[0] for row in target_connection.execute(
             "SELECT sha256 FROM documents WHERE pruned_at IS NULL ORDER BY sha256")]
         last = target_connection.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     finally:
         target_connection.close()
-    return held, (last[0] if last else 0), (last[1] if last else "0" * 64)
+    return recorded_documents, (last[0] if last else 0), (last[1] if last else "0" * 64)
 
 
 def _add_file(tar: tarfile.TarFile, name: str, path: Path) -> dict[str, Any]:
@@ -129,8 +129,8 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def create_backup(archive: Any, destination: Path) -> BackupSummary:
     """Write a signed backup of ``archive`` (an ``archive.api.Archive``) to ``destination`` atomically.
 
-    Raises ``SignerUnavailable`` when no checkpoint key is configured: an unsigned backup could not
-    be told from a forged one.
+    Raises ``SignerUnavailable`` when no checkpoint key is configured, because an unsigned backup
+    cannot be distinguished from a forged one.
     """
     signer = archive._open_signer()
     if signer is None:
@@ -142,11 +142,11 @@ def create_backup(archive: Any, destination: Path) -> BackupSummary:
 
     with tempfile.TemporaryDirectory(prefix="qsign-backup-") as work:
         snapshot = Path(work) / _DATABASE_NAME
-        held, head_seq, head_hash = _snapshot_database(database, snapshot)
+        recorded_documents, head_seq, head_hash = _snapshot_database(database, snapshot)
         try:
             with tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as tar:
                 files = [_add_file(tar, _DATABASE_NAME, snapshot)]
-                for sha256 in held:
+                for sha256 in recorded_documents:
                     path = archive.store.path_for(sha256)
                     if not path.exists():
                         raise ArchiveError(N_("Document {sha256} is recorded but its file is missing; run "
@@ -173,8 +173,8 @@ def create_backup(archive: Any, destination: Path) -> BackupSummary:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
 
-    _logger.info("wrote archive backup %s: %d documents, audit entry %d", destination, len(held), head_seq)
-    return BackupSummary(path=destination, documents=len(held), audit_seq=head_seq, audit_head=head_hash,
+    _logger.info("wrote archive backup %s: %d documents, audit entry %d", destination, len(recorded_documents), head_seq)
+    return BackupSummary(path=destination, documents=len(recorded_documents), audit_seq=head_seq, audit_head=head_hash,
                          signer=signed.signer)
 
 
@@ -298,7 +298,7 @@ def restore_backup(source: Path, state_dir: Path, anchors: list[Path],
     """Restore a backup into ``state_dir/archive`` after checking it completely.
 
     Raises ``BackupInvalid`` (and leaves nothing behind) when any check fails, and
-    ``RestoreTargetNotEmpty`` when ``state_dir`` already holds an archive. When ``anchors`` is
+    ``RestoreTargetNotEmpty`` when ``state_dir`` already contains an archive. When ``anchors`` is
     empty the signature is checked against the certificate in the backup only.
     """
     final = state_dir / "archive"

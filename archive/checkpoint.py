@@ -1,9 +1,10 @@
 """Signed checkpoints of the audit log, and the signing of backup manifests.
 
 A checkpoint is the canonical JSON ``{"type": "qsign.audit.checkpoint", "seq": N, "head_hash": H,
-"signed_at": T}`` signed by the configured key (``archive.checkpoint_profile``, a token profile read
-through ``token_drivers.keys.open_profile_key``; or, for development, a PEM key file). It proves
-that entries 1..N existed with head hash H, so cutting the log's tail back past N is detected. The
+"signed_at": T}``, signed by the configured key. That key is ``archive.checkpoint_profile``, a token
+profile opened through ``token_drivers.keys.open_profile_key``, or for development a PEM key file.
+A checkpoint proves that entries 1..N existed with head hash H, so cutting the log's tail back
+past N is detected. The
 signer's certificate is stored with each signature; verification checks the signature with it and,
 when trust anchors are configured, that the certificate was issued through them.
 """

@@ -1,7 +1,7 @@
 """``qsign archive``: verify, back up, restore, prune and look up the archive.
 
 Every command takes ``--state-dir`` and ``--json``. ``verify`` exits 0 only when every check passes
-and 1 otherwise; the other commands exit 0 on success and with the error's exit code on failure.
+and 1 otherwise. The other commands exit 0 on success and with the error's exit code on failure.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ RFC 3394) by a key-encryption key (KEK) from one of two providers:
 
 - ``KeyFileKek``: 32 bytes in a file, for development; wrapping happens in this process.
 - ``Pkcs11Kek``: an AES-256 secret key on a PKCS#11 token with ``CKA_EXTRACTABLE`` false and
-  ``CKA_SENSITIVE`` true; ``C_WrapKey``/``C_UnwrapKey`` with ``CKM_AES_KEY_WRAP`` run on the token, so
-  the KEK never leaves it.
+  ``CKA_SENSITIVE`` true. ``C_WrapKey`` and ``C_UnwrapKey`` with ``CKM_AES_KEY_WRAP`` run on the
+  token, so the KEK never leaves it.
 
 File layout (all integers big-endian)::
 
@@ -46,7 +46,7 @@ CHUNK_BYTES = 1 << 20
 
 
 class KeyEncryptionKey(Protocol):
-    """What the store needs from a KEK provider."""
+    """Interface of a key-encryption key provider, as the document store uses it."""
 
     #: Identifier written into each file; names the key, reveals nothing of it.
     key_id: str
@@ -102,9 +102,9 @@ class Pkcs11Kek:
     """A non-extractable AES-256 KEK on a PKCS#11 token; wrap and unwrap run on the token.
 
     The session is opened without a PIN and logged in with ``C_Login`` (``token_drivers.login``), like
-    ``token_drivers.keys``. The PIN stays in memory while the KEK is open, because another session of
-    this process on the same token may log this one out (``C_Logout`` is per application); a call that
-    meets a lost login logs in again once. Every call holds the module lock.
+    ``token_drivers.keys``. The PIN stays in memory while the KEK is open, because ``C_Logout`` from
+    another session of this process on the same token logs this one out too. A call that meets a lost
+    login logs in again once. Every call holds the module lock.
     """
 
     def __init__(self, module_path: str, token_label: str, key_label: str, pin: str,
@@ -225,8 +225,8 @@ class Pkcs11Kek:
             except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.EncryptedDataInvalid,
                     p11.EncryptedDataLenRange, p11.GeneralError) as error:
                 # NOTE: SoftHSM2 2.6.1 returns CKR_GENERAL_ERROR when the RFC 3394 integrity check fails
-                # (wrong KEK or changed wrapped key), so a real device fault here is reported as a
-                # corrupt document too; the log line keeps the PKCS#11 error.
+                # (wrong KEK or changed wrapped key). A real device fault here is therefore reported as
+                # a corrupt document too, and only the log line keeps the PKCS#11 error.
                 _logger.info("unwrapping a data key on token %s failed: %s", self._error_params["token"],
                              type(error).__name__)
                 raise InvalidUnwrap() from error

@@ -1,9 +1,9 @@
 """Content-addressed files: each document is stored once, under the SHA-256 of its plaintext.
 
-A file lives at ``<root>/<sha[0:2]>/<sha[2:4]>/<sha>``. Writes are atomic and durable: the content
-goes to a temporary file in ``<root>/.tmp`` (same file system), is fsynced, then hard-linked to its
-final name (which fails when the name exists, so two writers never replace each other's file), and
-the directory is fsynced. The caller records the file in the database only after ``write`` returns.
+A file lives at ``<root>/<sha[0:2]>/<sha[2:4]>/<sha>``. Writes are atomic and durable. The content
+goes to a temporary file in ``<root>/.tmp`` (same file system) and is fsynced. The file is then
+hard-linked to its final name, which fails when the name exists, so two writers never replace each
+other's file. Last, the directory is fsynced. The caller records the file in the database only after ``write`` returns.
 A crash before that record leaves a file without a record (an orphan) or a temporary file, both of
 which ``qsign archive verify`` reports; it never leaves a record without its file.
 """

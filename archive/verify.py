@@ -1,9 +1,9 @@
 """``qsign archive verify``: check every document, the whole audit chain and the signed checkpoints.
 
 The result is a list of findings, each with a stable ``code``, a severity and the entry or document
-it names. ``error`` findings are integrity failures; ``warning`` findings (files without a record
-after a crash) need an operator; ``info`` findings state what could not be proved (entries after the
-last checkpoint) and do not fail verification.
+it names. ``error`` findings are integrity failures. ``warning`` findings (files without a record
+after a crash) need an operator. ``info`` findings state what could not be proved (entries after
+the last checkpoint) and do not fail verification.
 """
 
 from __future__ import annotations

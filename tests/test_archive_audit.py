@@ -203,6 +203,26 @@ def test_audit_rejects_secret_fields(tmp_path: Path, object_ids: dict) -> None:
         assert archive.audit_entries() == []
 
 
+def test_threads_share_one_archive(tmp_path: Path) -> None:
+    import threading
+
+    state = make_archive_state(tmp_path / "state")
+    with open_archive(state) as archive:
+        def append(index: int) -> None:
+            for number in range(50):
+                archive.audit(f"thread:{index}", "test.append", object_ids={"n": number})
+
+        threads = [threading.Thread(target=append, args=(index,)) for index in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        report = archive.verify()
+
+    assert report.ok
+    assert report.entries_checked == 200
+
+
 _WRITER = """
     import sys
     from pathlib import Path
