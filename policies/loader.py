@@ -60,7 +60,9 @@ class _Reader:
             self.fail(unknown[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
     def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if name else self.where
+        if not self.where or not name:
+            return self.where or name
+        return f"{self.where}.{name}"
 
     def fail(self, name: str, detail: str) -> None:
         raise PolicyInvalid(path=self.source, key=self.key(name) or "(top level)", detail=detail,
