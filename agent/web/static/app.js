@@ -1,0 +1,98 @@
+// qsign web pages: live request state from the event stream, and seal placement by tapping a page.
+// Every page works without this file; it only adds live updates and tap-to-place.
+"use strict";
+
+(function () {
+  var STORED = ["waiting_for_review", "approved", "rejected", "signing", "signed", "failed", "cancelled", "expired"];
+  var FINAL = ["signed", "rejected", "cancelled", "expired"];
+
+  function followState(live) {
+    var url = live.getAttribute("data-events-url");
+    var pageState = live.getAttribute("data-state");
+    var loadedAt = Date.now();
+    var label = document.getElementById("live-state");
+    var labels = {};
+    live.querySelectorAll(".labels li").forEach(function (item) {
+      labels[item.getAttribute("data-state")] = item.textContent;
+    });
+    if (!window.EventSource || FINAL.indexOf(pageState) >= 0) {
+      return;
+    }
+    var source = new EventSource(url);
+    source.addEventListener("state", function (message) {
+      var event = JSON.parse(message.data);
+      label.textContent = labels[event.state] || event.state;
+      label.className = "state state-" + event.state;
+      live.setAttribute("data-live", event.state);
+      if (event.state === "signed") {
+        document.getElementById("download").hidden = false;
+      }
+      if (FINAL.indexOf(event.state) >= 0) {
+        source.close();
+      }
+      // Events replayed from before this page was rendered are already shown by the page itself.
+      var fresh = Date.parse(event.time) >= loadedAt - 2000;
+      if (fresh && event.state !== pageState && STORED.indexOf(event.state) >= 0 && event.state !== "signing") {
+        source.close();
+        window.setTimeout(function () { window.location.reload(); }, 600);
+      }
+    });
+  }
+
+  function placeSeal(placer) {
+    var image = placer.querySelector("img");
+    var marker = document.getElementById("seal-marker");
+    var pageWidth = parseFloat(placer.getAttribute("data-page-width"));
+    var pageHeight = parseFloat(placer.getAttribute("data-page-height"));
+    var fields = ["x1", "y1", "x2", "y2"].map(function (id) { return document.getElementById(id); });
+
+    function rect() {
+      return fields.map(function (field) { return parseFloat(field.value); });
+    }
+
+    function showMarker() {
+      var r = rect();
+      if (r.some(isNaN) || !image.clientWidth) {
+        marker.hidden = true;
+        return;
+      }
+      var scale = image.clientWidth / pageWidth;
+      marker.style.left = (r[0] * scale) + "px";
+      marker.style.top = ((pageHeight - r[3]) * scale) + "px";
+      marker.style.width = ((r[2] - r[0]) * scale) + "px";
+      marker.style.height = ((r[3] - r[1]) * scale) + "px";
+      marker.hidden = false;
+    }
+
+    image.addEventListener("click", function (event) {
+      var r = rect();
+      var width = isNaN(r[2] - r[0]) || r[2] <= r[0] ? 150 : r[2] - r[0];
+      var height = isNaN(r[3] - r[1]) || r[3] <= r[1] ? 75 : r[3] - r[1];
+      var box = image.getBoundingClientRect();
+      var centreX = (event.clientX - box.left) / box.width * pageWidth;
+      var centreY = (1 - (event.clientY - box.top) / box.height) * pageHeight;
+      var x1 = Math.min(Math.max(centreX - width / 2, 0), pageWidth - width);
+      var y1 = Math.min(Math.max(centreY - height / 2, 0), pageHeight - height);
+      var values = [x1, y1, x1 + width, y1 + height];
+      fields.forEach(function (field, index) { field.value = values[index].toFixed(1); });
+      showMarker();
+    });
+    fields.forEach(function (field) { field.addEventListener("input", showMarker); });
+    if (image.complete) { showMarker(); } else { image.addEventListener("load", showMarker); }
+    window.addEventListener("resize", showMarker);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var live = document.getElementById("live");
+    if (live) { followState(live); }
+    var placer = document.getElementById("placer");
+    if (placer) { placeSeal(placer); }
+    document.querySelectorAll("form").forEach(function (form) {
+      form.addEventListener("submit", function () {
+        form.querySelectorAll("button[type=submit]").forEach(function (button) {
+          window.setTimeout(function () { button.disabled = true; }, 0);
+        });
+      });
+    });
+  });
+})();
