@@ -338,4 +338,8 @@ def create_app(workflow: Workflow, settings: AgentSettings, info: dict[str, Any]
     app[ALLOWED_HOSTS] = allowed_hosts(settings)
     for method, path, handler in API_ROUTES:
         app.router.add_route(method, path, handler)
+
+    from agent.web import setup_web
+
+    setup_web(app, workflow, settings)
     return app
