@@ -109,7 +109,7 @@ class AccountStore:
         """Return the account when the password matches; raise ``LoginFailed`` otherwise."""
         user = self._read()["users"].get(name)
         if user is None:
-            # Hash anyway, so that the answer time does not tell which names exist.
+            # Hash anyway, so that the response time does not reveal which names exist.
             with contextlib.suppress(VerificationError):
                 _HASHER.verify(_HASHER.hash("x"), "y")
             raise LoginFailed(ids={"user": name})

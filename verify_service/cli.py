@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                              "127.0.0.1:8470; port 0 picks a free port)")
     parser.add_argument("--password-stdin", action="store_true",
                         help="users add only: read the password from the first line of stdin")
-    parser.add_argument("--label", default="", help="tokens create only: a note that says what the token is for")
+    parser.add_argument("--label", default="", help="tokens create only: a label that describes what the token is for")
     parser.set_defaults(handler=run_verify)
 
 

@@ -3,7 +3,7 @@
 A hostile PDF can make a parser loop, recurse or allocate without bound. Each validation therefore runs in
 a child process forked from a ``forkserver`` that has already imported pyHanko (so a child starts in a
 few milliseconds). The child lowers its ``RLIMIT_AS`` before it reads the file; the parent waits at most
-``timeout_seconds`` for the answer and kills the child after that. The answer is the ``Report`` or the
+``timeout_seconds`` for the result and kills the child after that. The answer is the ``Report`` or the
 ``QsignError`` of the child, rebuilt in the parent; anything else becomes a ``ValidationCrashed`` error.
 """
 
@@ -131,7 +131,7 @@ def verify_isolated(path: str | os.PathLike[str], content: str | os.PathLike[str
             answer = receiver.recv()
         except (EOFError, OSError) as exc:
             process.join(5)
-            _logger.warning("validation process of %s ended without an answer (exit code %s)", display_name,
+            _logger.warning("validation process of %s ended without sending a result (exit code %s)", display_name,
                             process.exitcode)
             detail = f"signal {-process.exitcode}" if process.exitcode is not None and process.exitcode < 0 \
                 else f"exit code {process.exitcode}"

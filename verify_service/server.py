@@ -224,7 +224,7 @@ class _Session:
 
 
 class _Services:
-    """What the handlers share: filed reports, accounts, web sessions and the archive."""
+    """State shared by the handlers: filed reports, accounts, web sessions and the archive."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
@@ -255,7 +255,7 @@ class _Services:
             return self._archive or None
 
     def lookup(self, sha256: str) -> dict[str, Any] | None:
-        """Return what the archive knows of a file qsign signed, or ``None`` when it holds no such file."""
+        """Return the archive records of a file qsign signed, or ``None`` when the archive has no such file."""
         archive = self.archive()
         if archive is None:
             return None
@@ -310,7 +310,7 @@ async def _identify(request: web.Request) -> str | None:
 
 
 async def _require_user(request: web.Request) -> str:
-    """Return who asks; raise ``LoginRequired`` when login is required and nobody is logged in."""
+    """Return the requesting user; raise ``LoginRequired`` when login is required and no user is logged in."""
     user = await _identify(request)
     if user is not None:
         return user
@@ -588,7 +588,7 @@ def create_app(settings: ServiceSettings) -> web.Application:
     app.router.add_post("/login", _handle_login)
     app.router.add_post("/logout", _handle_logout)
     app.router.add_static("/static", STATIC_DIR)
-    # Browsers ask for it on their own; an empty answer keeps their consoles free of 404 errors.
+    # Browsers request it on their own; a 204 response keeps their consoles free of 404 errors.
     app.router.add_get("/favicon.ico", lambda request: _no_content())
     app.router.add_get("/healthz", _handle_healthz)
     return app
