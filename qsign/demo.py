@@ -1,8 +1,11 @@
 """``qsign demo``: the main job from nothing, on the embedded default.
 
-The demo sets up the SoftHSM2 tokens and the test PKI, signs a real Chinese PDF with the officer key
-(visible seal), seals the result with the HSM key as a second signature, starts the verification
-service on 127.0.0.1, has it verify the file over HTTP, and prints a summary in Chinese and English.
+The demo sets up the SoftHSM2 tokens, the test PKI and the demo policy, then runs the officer
+signature through the agent (``qsign.demo_phone``): the agent starts on 127.0.0.1 with TLS, phones pair
+with it, a request with a real Chinese PDF is approved and signed with the officer token, and the signed
+file is downloaded. The demo then seals the result with the HSM key as a second signature, starts the
+verification service on 127.0.0.1, has it verify the file over HTTP, and prints a summary in Chinese
+and English.
 Like ``qsign.cli``, this module imports the other packages: it orchestrates them.
 """
 
@@ -29,16 +32,14 @@ _logger = logging.getLogger(__name__)
 #: The real PDF the demo signs: one page of Chinese text made by XeTeX (provenance in SOURCES.md).
 DEFAULT_DEMO_PDF = Path(__file__).resolve().parent.parent / "tests" / "data" / "real" / "xiaoshan-sample.pdf"
 
-#: Where the officer's seal goes on page 1, in PDF points (x1, y1, x2, y2).
-SEAL_RECT = (16.0, 16.0, 196.0, 106.0)
-
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "demo", parents=[common],
         help="run the main job on the embedded default (SoftHSM2 tokens, a real PDF)",
-        description="Set up SoftHSM2 tokens and a test PKI, sign a real PDF with the officer key and seal "
-                    "it with the HSM key, then verify it through the verification service on 127.0.0.1.")
+        description="Set up SoftHSM2 tokens and a test PKI, sign a real PDF with the officer key through the "
+                    "agent (paired phones over TLS on 127.0.0.1), seal it with the HSM key, then verify it "
+                    "through the verification service on 127.0.0.1.")
     parser.add_argument("--input", metavar="PDF", type=Path, default=DEFAULT_DEMO_PDF,
                         help="PDF to sign (default: the Chinese sample in tests/data/real)")
     parser.add_argument("--json", action="store_true", help="print the verification report as JSON at the end")
@@ -90,8 +91,19 @@ def _sign(config: Any, profile: str, source: Path, target: Path, options: Any) -
         return sign_pdf(signer, source, target, options)
 
 
+def _first_signer(path: Path) -> str:
+    """Return the common name of the first signature's signer in the PDF at ``path``."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    from signing.result import signer_common_name
+
+    with path.open("rb") as handle:
+        signature = PdfFileReader(handle).embedded_signatures[0]
+        return signer_common_name(signature.signer_cert)
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    from signing.appearance import VisibleSignature
+    from qsign.demo_phone import run_phone_flow
     from signing.pades import PadesOptions
     from softhsm_setup import init_state
 
@@ -111,17 +123,12 @@ def run_demo(args: argparse.Namespace) -> int:
     apply_environment(config)
     demo_dir = state_dir / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
-    officer_signed = demo_dir / f"{source.stem}.officer-signed.pdf"
     sealed = demo_dir / f"{source.stem}.signed-and-sealed.pdf"
 
-    out.step(N_("Signing {name} with the officer key (visible seal on page 1)"), name=source.name)
-    officer_options = PadesOptions(
-        reason=translate("Approved by the tax officer", "zh_CN"),
-        location=translate("Example City Tax Bureau", "zh_CN"),
-        visible=VisibleSignature(page=1, rect=SEAL_RECT),
-    )
-    officer = _sign(config, "officer", source, officer_signed, officer_options)
-    out.path(officer_signed)
+    out.step(N_("Running the officer signature through the agent, as the officer's phone would"))
+    phone = asyncio.run(run_phone_flow(config, source, demo_dir, out))
+    officer_signed = phone.signed
+    officer_signer = _first_signer(officer_signed)
 
     out.step(N_("Sealing the signed file with the organisation key on the HSM token"))
     seal_options = PadesOptions(reason=translate("Organisation seal", "zh_CN"),
@@ -136,7 +143,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out.path(report_path)
     out.step(N_("The service ran at {url} and has stopped."), url=base_url)
 
-    _print_summary(out, verification, [officer.signer, seal.signer], sealed)
+    _print_summary(out, verification, [officer_signer, seal.signer], sealed)
     if args.json:
         print(json.dumps(verification, ensure_ascii=False, indent=2))
     return 0 if verification.get("verdict") == "TOTAL_PASSED" else 1
