@@ -136,7 +136,7 @@ def test_tampering_reported_by_cli(sealed_state: Path) -> None:
     with database(sealed_state) as connection:
         delete_entry(connection)
 
-    exit_code, report = verify_json(sealed_state)
+    exit_code, report = verify_json(sealed_state, in_subprocess=True)
 
     assert exit_code == 1
     assert report["first_broken_entry"] == 12

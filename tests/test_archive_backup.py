@@ -45,7 +45,7 @@ def test_backup_restore_verify_round_trip(backed_up, tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr
 
     # Without a config the restored copy is checked as stored; encrypted contents are not decrypted.
-    code, report = verify_json(target)
+    code, report = verify_json(target, in_subprocess=True)
     assert code == 0, report
     assert report["documents_checked"] == 3
     assert "document_plaintext_not_checked" in [f["code"] for f in report["findings"]]

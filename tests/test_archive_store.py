@@ -179,7 +179,7 @@ def test_crash_before_record_leaves_reported_orphan(tmp_path: Path) -> None:
     with database(state) as connection:
         assert connection.execute("SELECT count(*) FROM documents").fetchone()[0] == 0
         assert connection.execute("SELECT count(*) FROM audit_log").fetchone()[0] == 0
-    code, report = verify_json(state)
+    code, report = verify_json(state, in_subprocess=True)
     assert code == 1
     orphans = [f for f in report["findings"] if f["code"] == "document_orphan"]
     assert [f["sha256"] for f in orphans] == [sha256]

@@ -7,6 +7,8 @@ session's SoftHSM2 ``seal`` key in this process and in ``qsign`` subprocesses al
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sqlite3
 import subprocess
@@ -64,13 +66,28 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
                           timeout=timeout, check=False)
 
 
-def verify_json(state_dir: Path, language: str = "en") -> tuple[int, dict[str, Any]]:
-    """Run ``qsign archive verify --json`` and return its exit code and report."""
-    from conftest import run_qsign
+def verify_json(state_dir: Path, language: str = "en", in_subprocess: bool = False) -> tuple[int, dict[str, Any]]:
+    """Run ``qsign archive verify --json`` and return its exit code and report.
 
-    completed = run_qsign("archive", "verify", "--json", "--lang", language, state_dir=state_dir)
-    assert completed.stdout, completed.stderr
-    return completed.returncode, json.loads(completed.stdout)
+    By default the command's parser and handler run in this process (a subprocess costs about a
+    second of imports); ``in_subprocess=True`` runs the real console command.
+    """
+    arguments = ["archive", "verify", "--json", "--lang", language, "--state-dir", str(state_dir)]
+    if in_subprocess:
+        from conftest import run_qsign
+
+        completed = run_qsign(*arguments)
+        assert completed.stdout, completed.stderr
+        return completed.returncode, json.loads(completed.stdout)
+
+    from qsign.cli import build_parser
+
+    args = build_parser().parse_args(arguments)
+    args.language = language
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        code = args.handler(args)
+    return code, json.loads(output.getvalue())
 
 
 def finding_codes(report: dict[str, Any], severities: tuple[str, ...] = ("error", "warning")) -> list[str]:
