@@ -161,8 +161,9 @@ class ArchiveTransaction:
     def get_request(self, request_id: str) -> records.RequestRecord:
         return records.get_request(self.connection, request_id)
 
-    def list_requests(self, state: str | None = None, limit: int = 1000) -> list[records.RequestRecord]:
-        return records.list_requests(self.connection, state=state, limit=limit)
+    def list_requests(self, state: str | None = None, requester: str | None = None,
+                      limit: int = 1000) -> list[records.RequestRecord]:
+        return records.list_requests(self.connection, state=state, requester=requester, limit=limit)
 
     def create_job(self, job_id: str, **fields: Any) -> records.JobRecord:
         return records.create_job(self.connection, job_id, **fields)
@@ -307,6 +308,12 @@ class Archive:
         with self.transaction() as tx:
             return tx.audit(actor, action, outcome, device=device, object_ids=object_ids, reason=reason,
                             document_hashes=document_hashes)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[ArchiveTransaction]:
+        """Yield an ``ArchiveTransaction`` over a read-only snapshot; its write methods must not be called."""
+        with read_transaction(self.engine) as connection:
+            yield ArchiveTransaction(self, connection)
 
     def audit_entries(self, after_seq: int = 0, limit: int | None = None, **filters: Any) -> list[AuditEntry]:
         with read_transaction(self.engine) as connection:

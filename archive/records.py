@@ -220,11 +220,14 @@ def update_device(connection: Connection, device_id: str, *, seen: bool = False,
     return get_device(connection, device_id)
 
 
-def list_requests(connection: Connection, *, state: str | None = None, limit: int = 1000) -> list[RequestRecord]:
-    """Return requests, newest first, optionally only those in ``state``."""
+def list_requests(connection: Connection, *, state: str | None = None, requester: str | None = None,
+                  limit: int = 1000) -> list[RequestRecord]:
+    """Return requests, newest first, optionally only those in ``state`` or made by ``requester``."""
     query = select(requests).order_by(requests.c.created_at.desc()).limit(limit)
     if state is not None:
         query = query.where(requests.c.state == state)
+    if requester is not None:
+        query = query.where(requests.c.requester == requester)
     return [_row_to(RequestRecord, row) for row in connection.execute(query).mappings()]
 
 
