@@ -38,8 +38,8 @@ __all__ = ["AuditEntry", "AuditOutcome", "GENESIS_HASH", "append_entry", "entry_
 GENESIS_HASH = "0" * 64
 _MAX_REASON = 2000
 _MAX_ID_VALUE = 500
-_SECRET_NAME = re.compile(r"pin|puk|password|passphrase|secret|private|token_value|bearer|plaintext|content",
-                          re.IGNORECASE)
+#: Words that make an object id name look like a secret, matched against its ``_``-separated parts.
+_SECRET_WORDS = {"pin", "puk", "password", "passphrase", "secret", "private", "bearer", "plaintext"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -105,7 +105,7 @@ def _check_fields(actor: str, action: str, object_ids: Mapping[str, Any], reason
     if not actor or not action:
         raise InvalidInput(N_("An audit entry needs an actor and an action."))
     for name, value in object_ids.items():
-        if not _NAME.match(name) or _SECRET_NAME.search(name):
+        if not _NAME.match(name) or _SECRET_WORDS & set(name.split("_")):
             raise InvalidInput(N_("The audit object id name {name} is not allowed: use a short lowercase "
                                   "name that does not look like a secret."), name=name)
         if isinstance(value, bool) or not isinstance(value, (str, int)) or len(str(value)) > _MAX_ID_VALUE:
@@ -157,11 +157,10 @@ def append_entry(connection: Connection, *, actor: str, action: str,
     values["hash"] = row_hash(values)
 
     connection.execute(insert(audit_log).values(**values))
-    if last_seq == 0:
+    updated = connection.execute(update(audit_head).where(audit_head.c.id == 1)
+                                 .values(seq=values["seq"], hash=values["hash"])).rowcount
+    if not updated:
         connection.execute(insert(audit_head).values(id=1, seq=values["seq"], hash=values["hash"]))
-    else:
-        connection.execute(update(audit_head).where(audit_head.c.id == 1)
-                           .values(seq=values["seq"], hash=values["hash"]))
     return entry_from_row(values)
 
 

@@ -192,7 +192,7 @@ def test_verify_report_in_chinese(sealed_state: Path) -> None:
 
 
 @pytest.mark.parametrize("object_ids", [{"pin": "123456"}, {"user_pin": "1"}, {"private_key": "x"},
-                                        {"content": "text"}, {"request_id": b"bytes"}])
+                                        {"plaintext": "text"}, {"Request": "r1"}, {"request_id": b"bytes"}])
 def test_audit_rejects_secret_fields(tmp_path: Path, object_ids: dict) -> None:
     state = make_archive_state(tmp_path / "state")
     with open_archive(state) as archive:

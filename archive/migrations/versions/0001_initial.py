@@ -94,12 +94,15 @@ def upgrade() -> None:
         sa.Column("prev_hash", sa.String(_SHA), nullable=False),
         sa.Column("hash", sa.String(_SHA), nullable=False, unique=True),
     )
-    op.create_table(
+    audit_head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("hash", sa.String(_SHA), nullable=False),
     )
+    # The row exists before the first append, so concurrent first appends lock it instead of racing
+    # to insert it.
+    op.bulk_insert(audit_head, [{"id": 1, "seq": 0, "hash": "0" * 64}])
     op.create_table(
         "checkpoints",
         sa.Column("seq", _SEQ, primary_key=True, autoincrement=False),
