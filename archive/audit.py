@@ -5,9 +5,9 @@ Entry ``n`` stores ``prev_hash`` (the hash of entry ``n - 1``, or 64 zeros for e
 spaces and UTF-8 text, and ``object_ids`` and ``document_hashes`` are stored as that JSON text, so a
 verifier recomputes the hash from the row alone. Sequence numbers start at 1 with no gaps.
 
-Appends are serialised by the database: each runs in a write transaction (``BEGIN IMMEDIATE`` on
-SQLite) that reads and updates the single ``audit_head`` row with ``SELECT … FOR UPDATE``, so any
-number of processes can append at once and each entry links to the one before it.
+Appends are serialised by the database. Each runs in a write transaction (``BEGIN IMMEDIATE`` on
+SQLite) that reads and updates the single ``audit_head`` row with ``SELECT … FOR UPDATE``. Any
+number of processes can therefore append at once, and each entry links to the one before it.
 
 The log must never hold a PIN, a key or document content: ``append_entry`` rejects object id names
 that look like secrets, values that are not short strings or numbers, and document hashes that are
@@ -44,7 +44,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 class AuditOutcome(str, enum.Enum):
-    """How the recorded action ended."""
+    """Outcome of the recorded action."""
 
     SUCCESS = "success"
     FAILURE = "failure"

@@ -5,7 +5,7 @@ A checkpoint is the canonical JSON ``{"type": "qsign.audit.checkpoint", "seq": N
 profile opened through ``token_drivers.keys.open_profile_key``, or for development a PEM key file.
 A checkpoint proves that entries 1..N existed with head hash H, so cutting the log's tail back
 past N is detected. The
-signer's certificate is stored with each signature; verification checks the signature with it and,
+signer's certificate is stored with each signature. Verification checks the signature with it and,
 when trust anchors are configured, that the certificate was issued through them.
 """
 

@@ -4,8 +4,8 @@ A file lives at ``<root>/<sha[0:2]>/<sha[2:4]>/<sha>``. Writes are atomic and du
 goes to a temporary file in ``<root>/.tmp`` (same file system) and is fsynced. The file is then
 hard-linked to its final name, which fails when the name exists, so two writers never replace each
 other's file. Last, the directory is fsynced. The caller records the file in the database only after ``write`` returns.
-A crash before that record leaves a file without a record (an orphan) or a temporary file, both of
-which ``qsign archive verify`` reports; it never leaves a record without its file.
+A crash before that record leaves a file without a record (an orphan) or a temporary file, and
+``qsign archive verify`` reports both. It never leaves a record without its file.
 """
 
 from __future__ import annotations

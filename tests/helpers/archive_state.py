@@ -1,8 +1,8 @@
 """State dirs for archive tests: a ``qsign.toml`` with an ``[archive]`` section, and tampering tools.
 
 ``make_archive_state`` writes a config whose PKCS#11, trust and token entries point (by absolute
-path) at the session's ``softhsm_state``, so the archive in any tmp dir signs checkpoints with the
-session's SoftHSM2 ``seal`` key in this process and in ``qsign`` subprocesses alike.
+path) at the session's ``softhsm_state``. An archive in any tmp dir then signs checkpoints with the
+session's SoftHSM2 ``seal`` key, in this process and in ``qsign`` subprocesses alike.
 """
 
 from __future__ import annotations
