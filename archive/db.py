@@ -1,8 +1,9 @@
 """The archive's SQLAlchemy engine, SQLite pragmas and write transactions.
 
 For SQLite every connection runs with ``journal_mode=WAL`` (readers never block the writer),
-``foreign_keys=ON``, ``synchronous=FULL`` by default (a committed transaction survives a power cut,
-at the cost of one fsync per commit) and a ``busy_timeout``. A write transaction starts with ``BEGIN IMMEDIATE``, so it takes the one write lock
+``foreign_keys=ON``, ``synchronous=FULL`` by default and a ``busy_timeout``. With FULL in WAL mode
+SQLite syncs the WAL file at each commit, so a commit survives a power cut if the storage honours
+fsync. This costs one fsync per commit. A write transaction starts with ``BEGIN IMMEDIATE``, so it takes the one write lock
 at its start and waits for it through the busy handler; a deferred transaction that upgrades from read
 to write would instead fail at once with "database is locked" when another writer holds the lock.
 Writers in qsign processes also queue on an ``flock`` of ``<database>.lock`` before ``BEGIN``: the
