@@ -168,6 +168,42 @@ def test_checkpoint_signed_by_hsm_seal_key(sealed_state: Path, softhsm_state: Pa
         assert row["signer"] == "qsign-hsm/seal-rsa"
 
 
+def test_untrusted_checkpoint_signer_reported(tmp_path: Path, softhsm_state: Path) -> None:
+    key_file, certificate_file = _software_signer_files(tmp_path)
+    state = make_archive_state(tmp_path / "state", softhsm_state, checkpoint_key_file=str(key_file),
+                               checkpoint_certificate=str(certificate_file), checkpoint_every=2)
+    with open_archive(state) as archive:
+        archive.audit("officer:li", "request.created")
+        archive.audit("officer:li", "request.signed")
+        report = archive.verify()
+
+    assert report.checkpoints_checked == 1
+    assert [(f.code, f.seq) for f in report.findings if f.severity == "error"] == [
+        ("checkpoint_signer_untrusted", 2)]
+
+
+def _software_signer_files(directory: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self-made checkpoint signer")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(7).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    key_file = directory / "signer.key.pem"
+    certificate_file = directory / "signer.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_file, certificate_file
+
+
 def test_checkpoint_on_demand_from_cli(sealed_state: Path) -> None:
     from conftest import run_qsign
 
