@@ -10,10 +10,13 @@ import concurrent.futures
 import io
 import os
 import re
+import tomllib
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
 from PIL import Image, ImageDraw, ImageFont
 
 from agent.web.auth import PasswordStore
@@ -40,6 +43,10 @@ def password(user: str) -> str:
 def agent(softhsm_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     state = copy_state(softhsm_state, tmp_path_factory.mktemp("web") / "state")
     set_agent_config(state, advertise=False, token_wait_seconds=10)
+    # Backups are signed; the HSM seal key of the test tokens signs them here.
+    raw = tomllib.loads((state / "qsign.toml").read_text(encoding="utf-8"))
+    raw.setdefault("archive", {})["checkpoint_profile"] = "seal"
+    (state / "qsign.toml").write_text(tomli_w.dumps(raw), encoding="utf-8")
     store = PasswordStore(state / "agent" / "web-passwords.json")
     for user in USERS:
         store.set_password(user, password(user))
@@ -114,8 +121,14 @@ async def verify_with_service(state_dir: Path, data: bytes) -> dict:
     from verify_service.settings import service_settings
     from verify_service.trust import trust_from_config
 
+    from softhsm_setup.pki_server import PkiServer
+
     config = load_config(state_dir)
-    runner, base_url = await start_server(service_settings(config, trust_from_config(config)), "127.0.0.1", 0)
+    # The test certificates name CRL and OCSP URLs of the test PKI; the service fetches revocation data there.
+    pki_url = urllib.parse.urlsplit(config.section("pki").get("base_url", "http://127.0.0.1:8471"))
+    pki = PkiServer(state_dir, pki_url.hostname, pki_url.port).start()
+    runner, base_url = await start_server(service_settings(config, trust_from_config(config, online=True)),
+                                          "127.0.0.1", 0)
     try:
         form = aiohttp.FormData()
         form.add_field("file", data, filename="signed.pdf", content_type="application/pdf")
@@ -125,6 +138,7 @@ async def verify_with_service(state_dir: Path, data: bytes) -> dict:
                 return await response.json()
     finally:
         await runner.cleanup()
+        pki.stop()
 
 
 def run_async(coroutine: object) -> object:
@@ -236,3 +250,232 @@ def test_whole_flow_at_phone_size(agent: AgentProcess, browser: object, tmp_path
     assert report["signatures"][0]["trusted"] is True
     for context in (operator_context, reviewer_context, officer_context):
         context.close()
+
+
+@pytest.mark.slow
+def test_template_seal_lands_where_tapped(agent: AgentProcess, browser: object, tmp_path: Path) -> None:
+    base = agent.base_url
+    screens = Screens("template-seal-zh_CN")
+    policy_file = agent.state_dir / "policy.toml"
+    backups_before = set((agent.state_dir / "policy-backups").glob("*.toml"))
+
+    admin_context = phone(browser, "zh_CN")
+    admin = admin_context.new_page()
+    sign_in(admin, base, "admin-sun")
+    admin.goto(f"{base}/web/admin/templates")
+    screens.shot(admin, "templates")
+    admin.click("a[href='/web/admin/templates/new']")
+    admin.fill("#id", "seal-test")
+    admin.fill("#name_zh", "印章位置测试")
+    admin.fill("#name_en", "Seal placement test")
+    admin.fill("#required_approvals", "0")
+    admin.fill("#reason", "印章测试")
+    admin.fill("#location", "测试市")
+    admin.set_input_files("#seal_image", str(seal_png(tmp_path / "seal.png")))
+    preview = admin.locator("#seal-preview")
+    preview.scroll_into_view_if_needed()
+    admin.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=preview.element_handle())
+    box = preview.bounding_box()
+    border = 1  # the preview's CSS border; the page picture starts inside it
+    preview.tap(position={"x": border + (box["width"] - 2 * border) * 0.3,
+                          "y": border + (box["height"] - 2 * border) * 0.75})
+    rect = [float(admin.input_value(f"#{name}")) for name in ("x1", "y1", "x2", "y2")]
+    # The default seal is 150 × 75 pt; its centre goes where the page was tapped (A4: 595 × 842 pt).
+    # One CSS pixel of the 360 px wide preview is about 1.8 pt.
+    assert rect[0] + 75 == pytest.approx(0.3 * 595, abs=3)
+    assert rect[1] + 37.5 == pytest.approx(0.25 * 842, abs=3)
+    assert rect[2] - rect[0] == pytest.approx(150)
+    assert admin.locator("#seal-marker").is_visible()
+    screens.shot(admin, "seal-placed")
+    admin.click("#template-form button[type=submit]")
+    admin.wait_for_url(re.compile(r"/web/admin/templates$"))
+    screens.shot(admin, "template-saved")
+
+    policy_text = policy_file.read_text(encoding="utf-8")
+    assert "[templates.seal-test]" in policy_text
+    assert "印章位置测试" in policy_text
+    assert len(set((agent.state_dir / "policy-backups").glob("*.toml")) - backups_before) == 1
+    assert (agent.state_dir / "seals" / "seal-test.png").exists()
+
+    operator_context = phone(browser, "zh_CN")
+    operator = operator_context.new_page()
+    sign_in(operator, base, "operator-zhao")
+    request_id = create_request(operator, base, a4_pdf(tmp_path / "seal.pdf", "Seal"), "seal-test")
+    officer_context = phone(browser, "zh_CN")
+    officer = officer_context.new_page()
+    sign_in(officer, base, "officer-li")
+    signed = sign_as_officer(officer, base, request_id, agent.state_dir, screens)
+
+    rects = widget_rects(signed)
+    assert len(rects) == 1
+    assert rects[0] == pytest.approx(rect, abs=0.1)
+    for context in (admin_context, operator_context, officer_context):
+        context.close()
+
+
+def test_template_invalid_shows_error(agent: AgentProcess, browser: object) -> None:
+    context = phone(browser, "en")
+    page = context.new_page()
+    sign_in(page, agent.base_url, "admin-sun")
+    before = (agent.state_dir / "policy.toml").read_text(encoding="utf-8")
+    page.goto(f"{agent.base_url}/web/admin/templates/new")
+    page.fill("#id", "bad-seal")
+    page.fill("#name_zh", "坏")
+    page.fill("#name_en", "Bad")
+    page.fill("#x1", "300")
+    page.fill("#x2", "100")
+    page.click("#template-form button[type=submit]")
+
+    assert "x2 > x1" in page.locator("#template-error").inner_text()
+    assert (agent.state_dir / "policy.toml").read_text(encoding="utf-8") == before
+    Screens("template-invalid-en").shot(page, "error")
+    context.close()
+
+
+def test_csrf_token_required(agent: AgentProcess, browser: object, tmp_path: Path) -> None:
+    context = phone(browser, "zh_CN")
+    page = context.new_page()
+    sign_in(page, agent.base_url, "operator-zhao")
+    request_id = create_request(page, agent.base_url, a4_pdf(tmp_path / "csrf.pdf", "CSRF"), "officer-signature")
+    url = f"{agent.base_url}/web/requests/{request_id}/cancel"
+
+    forged = page.request.post(url, form={"csrf": "0" * 64}, max_redirects=0)
+    missing = page.request.post(url, form={}, max_redirects=0)
+
+    assert forged.status == 403
+    assert missing.status == 403
+    assert "表单已过期" in forged.text()
+    page.goto(f"{agent.base_url}/web/requests/{request_id}")
+    assert page.locator("#live-state").inner_text() == "等待审核"
+
+    page.click("form[action$='/cancel'] button")
+    page.wait_for_url(re.compile(rf"/web/requests/{request_id}$"))
+    assert page.locator("#live-state").inner_text() == "已取消"
+    context.close()
+
+
+def test_csp_blocks_injected_script(agent: AgentProcess, browser: object) -> None:
+    context = phone(browser, "en")
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
+
+    def inject(route: object) -> None:
+        response = route.fetch()
+        body = response.text().replace("</main>", "<script>window.injected = 1;</script></main>")
+        route.fulfill(response=response, body=body)
+
+    page.route("**/web/login*", inject)
+    response = page.goto(f"{agent.base_url}/web/login")
+
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert "window.injected" in page.content()
+    assert page.evaluate("typeof window.injected") == "undefined"
+    assert violations, "Chromium reported no CSP violation"
+    Screens("csp-en").shot(page, "injected-script-blocked")
+    context.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("language", ["zh_CN", "en"])
+def test_paired_phone_signed_out_when_revoked(agent: AgentProcess, browser: object, language: str) -> None:
+    base = agent.base_url
+    screens = Screens(f"pairing-{language}")
+    admin_context = phone(browser, language)
+    admin = admin_context.new_page()
+    sign_in(admin, base, "admin-sun")
+    admin.goto(f"{base}/web/admin/pairing")
+    admin.select_option("#user", "officer-li")
+    admin.click("form.card button[type=submit]")
+    assert admin.locator("img.qr").get_attribute("src").startswith("data:image/svg+xml")
+    pairing_url = admin.locator("#pairing-url").inner_text().strip()
+    screens.shot(admin, "pairing-qr")
+
+    phone_context = phone(browser, language)
+    handset = phone_context.new_page()
+    handset.goto(pairing_url)
+    screens.shot(handset, "phone-pair")
+    handset.fill("#device_name", f"Li phone {language}")
+    handset.click("form.card button[type=submit]")
+    handset.wait_for_url(re.compile(r"/web/$"))
+    handset.goto(f"{base}/web/inbox")
+    assert handset.url.endswith("/web/inbox")
+    screens.shot(handset, "phone-signed-in")
+
+    admin.goto(f"{base}/web/admin/devices")
+    screens.shot(admin, "devices")
+    row = admin.locator("tr", has_text=f"Li phone {language}")
+    row.locator("button").click()
+    admin.wait_for_url(re.compile(r"/web/admin/devices$"))
+    assert admin.locator("tr", has_text=f"Li phone {language}").locator("button").count() == 0
+
+    handset.goto(f"{base}/web/inbox")
+    assert "reason=revoked" in handset.url
+    notice = handset.locator("#signed-out-notice").inner_text()
+    assert ("已被吊销" if language == "zh_CN" else "revoked") in notice
+    screens.shot(handset, "phone-signed-out")
+    for context in (admin_context, phone_context):
+        context.close()
+
+
+@pytest.mark.parametrize("language", ["zh_CN", "en"])
+def test_admin_pages(agent: AgentProcess, browser: object, language: str) -> None:
+    base = agent.base_url
+    screens = Screens(f"admin-{language}")
+    context = phone(browser, language)
+    page = context.new_page()
+
+    page.goto(f"{base}/web/login")
+    page.fill("#username", "admin-sun")
+    page.fill("#password", "wrong password")
+    page.click("form.card button[type=submit]")
+    assert ("用户名或密码错误" if language == "zh_CN" else "user name or the password is wrong") in \
+        page.locator(".error").inner_text()
+    screens.shot(page, "sign-in-failed")
+
+    sign_in(page, base, "admin-sun")
+    page.goto(f"{base}/web/admin/users")
+    screens.shot(page, "users")
+    page.fill("#id", f"reviewer-{language.lower().replace('_', '')}")
+    page.fill("#name", "新审核人" if language == "zh_CN" else "New reviewer")
+    page.check("input[name=roles][value=reviewer]")
+    page.click("form.card button[type=submit]")
+    page.wait_for_url(re.compile(r"/web/admin/users$"))
+    assert f"[users.reviewer-{language.lower().replace('_', '')}]" in \
+        (agent.state_dir / "policy.toml").read_text(encoding="utf-8")
+
+    page.goto(f"{base}/web/admin/tokens")
+    assert page.locator("text=qsign-officer").count() >= 1
+    screens.shot(page, "tokens")
+
+    page.goto(f"{base}/web/audit")
+    assert page.locator("#chain-status").get_attribute("class") == "ok"
+    assert page.locator("tbody tr").count() >= 5
+    screens.shot(page, "audit")
+
+    page.goto(f"{base}/web/admin/backup")
+    screens.shot(page, "backup")
+    with page.expect_download() as download:
+        page.click("main form button[type=submit]")
+    backup = Path(download.value.path())
+    import tarfile
+
+    with tarfile.open(backup) as tar:
+        assert len(tar.getnames()) >= 2
+
+    page.goto(f"{base}/web/requests/new")
+    screens.shot(page, "admin-without-template")
+    context.close()
+
+
+def test_role_required_page(agent: AgentProcess, browser: object) -> None:
+    context = phone(browser, "zh_CN")
+    page = context.new_page()
+    sign_in(page, agent.base_url, "operator-zhao")
+    response = page.goto(f"{agent.base_url}/web/admin/users")
+
+    assert response.status == 403
+    assert "管理员" in page.locator(".error").inner_text()
+    Screens("role-required-zh_CN").shot(page, "error")
+    context.close()

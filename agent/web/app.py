@@ -197,8 +197,9 @@ def _add_headers(request: web.Request, response: web.StreamResponse, anon: str |
 
 def _render_error(request: web.Request, error: QsignError, status: int | None = None) -> web.Response:
     language = request["language"]
+    # The context processor has not run when the middleware itself raised, so the context is built here.
     response = aiohttp_jinja2.render_template("error.html", request, {
-        "error": error, "message": error.message(language), "code": error.code})
+        **_context(request), "error": error, "message": error.message(language), "code": error.code})
     response.set_status(status or error.http_status)
     return response
 

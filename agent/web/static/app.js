@@ -57,8 +57,8 @@
         return;
       }
       var scale = image.clientWidth / pageWidth;
-      marker.style.left = (r[0] * scale) + "px";
-      marker.style.top = ((pageHeight - r[3]) * scale) + "px";
+      marker.style.left = (image.clientLeft + r[0] * scale) + "px";
+      marker.style.top = (image.clientTop + (pageHeight - r[3]) * scale) + "px";
       marker.style.width = ((r[2] - r[0]) * scale) + "px";
       marker.style.height = ((r[3] - r[1]) * scale) + "px";
       marker.hidden = false;
@@ -68,9 +68,12 @@
       var r = rect();
       var width = isNaN(r[2] - r[0]) || r[2] <= r[0] ? 150 : r[2] - r[0];
       var height = isNaN(r[3] - r[1]) || r[3] <= r[1] ? 75 : r[3] - r[1];
+      // Measure from the picture itself, inside the image's border.
       var box = image.getBoundingClientRect();
-      var centreX = (event.clientX - box.left) / box.width * pageWidth;
-      var centreY = (1 - (event.clientY - box.top) / box.height) * pageHeight;
+      var left = box.left + image.clientLeft;
+      var top = box.top + image.clientTop;
+      var centreX = (event.clientX - left) / image.clientWidth * pageWidth;
+      var centreY = (1 - (event.clientY - top) / image.clientHeight) * pageHeight;
       var x1 = Math.min(Math.max(centreX - width / 2, 0), pageWidth - width);
       var y1 = Math.min(Math.max(centreY - height / 2, 0), pageHeight - height);
       var values = [x1, y1, x1 + width, y1 + height];
