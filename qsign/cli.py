@@ -34,6 +34,7 @@ SUBCOMMAND_MODULES = (
     "archive.cli",
     "hsm.cli",
     "agent.cli",
+    "agent.web.cli",
     "qsign.demo",
 )
 
