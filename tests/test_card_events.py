@@ -13,7 +13,8 @@ from token_drivers.atr import format_atr
 from token_drivers.card_wait import TokenWaitTimedOut, WaitEventKind, wait_for_token
 from token_drivers.pcsc import CardEventKind
 
-pytestmark = pytest.mark.timeout(120)
+# "thread" because a hang inside a PC/SC or PKCS#11 call never returns to Python for "signal".
+pytestmark = pytest.mark.timeout(120, method="thread")
 
 LIBCACARD_ATR = "3B 7A 18 00 00 73 66 74 65 20 63 64 31 34 34"
 

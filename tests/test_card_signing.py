@@ -18,7 +18,8 @@ from token_drivers.errors import DeviceRemoved
 from token_drivers.hotplug import CardKey, CardLoginFailed, open_card_key
 from token_drivers.module import load_module
 
-pytestmark = pytest.mark.timeout(120)
+# "thread" because a hang inside a PC/SC or PKCS#11 call never returns to Python for "signal".
+pytestmark = pytest.mark.timeout(120, method="thread")
 
 XTU = Path(__file__).parent / "data" / "real" / "xtu.pdf"
 

@@ -75,7 +75,8 @@ async def _check_card(reader: str, card: CardIdentity | None, certificate_der_by
     if card is None or card.module is None:
         return WaitEvent(WaitEventKind.UNKNOWN_CARD, reader=reader, card=card)
 
-    module = load_module(card.module)
+    # Loading runs C_Initialize, which may talk to the card; a relay on this event loop must stay free.
+    module = await asyncio.to_thread(load_module, card.module)
     try:
         token = await module.run(find_certificate_on_reader, module, reader, certificate_der_bytes)
     except TokenError as error:

@@ -26,7 +26,10 @@ from token_drivers.atr import load_catalog
 from token_drivers.module import OPENSC_MODULE_CANDIDATES, find_installed_module
 from token_drivers.pcsc import CardEvent, CardEventKind, CardEventSource, card_absent_within
 
-TEST_NAMESPACE = "qsign-card-test"
+#: One namespace per pytest process, so two test runs on one machine (each with its own pcscd and
+#: vpcd ports) do not meet.
+_NAMESPACE_PREFIX = "qsign-card-test-"
+TEST_NAMESPACE = f"{_NAMESPACE_PREFIX}{os.getpid()}"
 _STATE_DIR = Path(tempfile.gettempdir()) / f"qsign-card-rig-{os.getpid()}"
 os.environ["PCSCLITE_CSOCK_NAME"] = str(_STATE_DIR / "card" / "run" / "pcscd.comm")
 
@@ -35,10 +38,21 @@ OFFICER_READER = CardRig.reader_name(0)
 SECOND_READER = CardRig.reader_name(1)
 
 
-def _clear_namespace(namespace: str) -> None:
-    """Stop what a crashed earlier run left in ``namespace`` (its pcscd and bridges) and delete it."""
-    if not Path(f"/run/netns/{namespace}").exists():
+def _clear_stale_namespaces() -> None:
+    """Delete the namespaces of test runs whose pytest process has ended, with what they left running."""
+    netns_dir = Path("/run/netns")
+    if not netns_dir.is_dir():
         return
+    for entry in netns_dir.iterdir():
+        if not entry.name.startswith(_NAMESPACE_PREFIX):
+            continue
+        owner = entry.name[len(_NAMESPACE_PREFIX):]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            _clear_namespace(entry.name)
+
+
+def _clear_namespace(namespace: str) -> None:
+    """Stop the processes a crashed run left in ``namespace`` (its pcscd and bridges) and delete it."""
     listing = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
     for pid in listing.stdout.split():
         try:
@@ -56,7 +70,7 @@ def card_rig() -> Iterator[CardRig]:
     if OPENSC is None:
         pytest.skip("OpenSC's opensc-pkcs11.so is not installed")
 
-    _clear_namespace(TEST_NAMESPACE)
+    _clear_stale_namespaces()
     rig = CardRig(_STATE_DIR, namespace=TEST_NAMESPACE)
     rig.up()
     try:
