@@ -121,8 +121,8 @@ def authenticate(archive: Archive, authorization: str | None) -> DeviceRecord:
         raise Unauthorized()
     _, device_id, secret = parts
     try:
-        with archive.transaction() as tx:
-            device = tx.get_device(device_id)
+        with archive.reading() as snapshot:
+            device = snapshot.get_device(device_id)
     except RecordNotFound:
         raise Unauthorized() from None
     if not device.token_hash or not hmac.compare_digest(device.token_hash, hash_secret(secret)):

@@ -140,8 +140,8 @@ class Workflow:
 
     def _get(self, request_id: str) -> RequestRecord:
         try:
-            with self.archive.transaction() as tx:
-                return tx.get_request(request_id)
+            with self.archive.reading() as snapshot:
+                return snapshot.get_request(request_id)
         except RecordNotFound:
             raise RequestNotFound(request=request_id, ids={"request": request_id}) from None
 
@@ -155,8 +155,8 @@ class Workflow:
     def list(self, caller: Caller, view: str) -> list[RequestRecord]:
         if view not in LIST_VIEWS:
             raise BadRequestBody(detail=f"view must be one of {', '.join(LIST_VIEWS)}, not {view!r}")
-        with self.archive.transaction() as tx:
-            records = tx.list_requests()
+        with self.archive.reading() as snapshot:
+            records = snapshot.list_requests(requester=caller.user.id if view == "mine" else None)
         user = caller.user
         selected = []
         for record in records:
@@ -202,9 +202,19 @@ class Workflow:
         self._check(caller, check_document(template, info.media_type, info.size, info.pages), "request.create")
 
         request_id = "req-" + secrets.token_hex(8)
+        state = RequestState.WAITING_FOR_REVIEW if template.required_approvals else RequestState.APPROVED
+        # The store's fsync and the database commit block; a worker thread keeps the event loop serving.
+        record = await asyncio.to_thread(self._store_new_request, caller, request_id, state, data, file_name,
+                                         template, signer_id, info)
+        self.events.publish(request_id, EventState(state))
+        _logger.info("request %s created by %s for signer %s (template %s)", request_id, caller.user.id,
+                     signer_id, template.id)
+        return record
+
+    def _store_new_request(self, caller: Caller, request_id: str, state: str, data: bytes, file_name: str,
+                           template: Template, signer_id: str, info: Any) -> RequestRecord:
         stored = self.archive.store_document(data, DocumentKind.ORIGINAL, media_type=info.media_type,
                                              template_id=template.id)
-        state = RequestState.WAITING_FOR_REVIEW if template.required_approvals else RequestState.APPROVED
         with self.archive.transaction() as tx:
             record = tx.create_request(request_id, state=state, template_id=template.id, requester=caller.user.id,
                                        device_id=caller.device_id, file_name=file_name,
@@ -214,9 +224,6 @@ class Workflow:
             tx.audit(caller.actor, "request.created", device=caller.device_id,
                      object_ids={"request_id": request_id, "template": template.id, "signer": signer_id},
                      document_hashes=[stored.sha256])
-        self.events.publish(request_id, EventState(state))
-        _logger.info("request %s created by %s for signer %s (template %s)", request_id, caller.user.id,
-                     signer_id, template.id)
         return record
 
     def _expire_if_due(self, caller: Caller, record: RequestRecord, template: Template) -> None:
