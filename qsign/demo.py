@@ -64,7 +64,9 @@ async def _verify_over_http(state_dir: Path, signed: Path) -> tuple[str, dict[st
     from verify_service.trust import trust_from_config
 
     config = load_config(state_dir)
-    settings = service_settings(config, trust_from_config(config))
+    # The test certificates name OCSP and CRL URLs of the test PKI on 127.0.0.1; the service fetches
+    # revocation data from there, which "trusted" requires.
+    settings = service_settings(config, trust_from_config(config, online=True))
     runner, base_url = await start_server(settings, "127.0.0.1", 0)
     try:
         form = aiohttp.FormData()
@@ -89,6 +91,15 @@ def _sign(config: Any, profile: str, source: Path, target: Path, options: Any) -
     with open_profile_key(config, profile) as key:
         signer = TokenSigner(key, chain=load_chain(config))
         return sign_pdf(signer, source, target, options)
+
+
+def _start_test_pki(state_dir: Path) -> Any:
+    """Start the test PKI's OCSP, CRL and TSA server at the ``[pki] base_url`` of the state dir."""
+    from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
+    from softhsm_setup.pki_server import PkiServer
+
+    urls = PkiUrls.parse(load_config(state_dir).section("pki").get("base_url") or DEFAULT_PKI_BASE_URL)
+    return PkiServer(state_dir, "127.0.0.1", urls.port).start()
 
 
 def _first_signer(path: Path) -> str:
@@ -136,8 +147,13 @@ def run_demo(args: argparse.Namespace) -> int:
     seal = _sign(config, "seal", officer_signed, sealed, seal_options)
     out.path(sealed)
 
+    out.step(N_("Serving the test PKI's OCSP and CRLs on 127.0.0.1 for revocation checks"))
+    pki_server = _start_test_pki(state_dir)
     out.step(N_("Verifying the result with the verification service on 127.0.0.1"))
-    base_url, verification = asyncio.run(_verify_over_http(state_dir, sealed))
+    try:
+        base_url, verification = asyncio.run(_verify_over_http(state_dir, sealed))
+    finally:
+        pki_server.stop()
     report_path = demo_dir / "verification-report.json"
     report_path.write_text(json.dumps(verification, ensure_ascii=False, indent=2), encoding="utf-8")
     out.path(report_path)

@@ -165,7 +165,16 @@ async def test_whole_flow_signs_and_verifies(agent, phones):
     assert hashlib.sha256(data).hexdigest() == signed["signed_sha256"]
     output = agent.state_dir / "flow-signed.pdf"
     output.write_bytes(data)
-    report = await averify_file(output, trust=trust_from_config(load_config(agent.state_dir)))
+    from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
+    from softhsm_setup.pki_server import PkiServer
+
+    config = load_config(agent.state_dir)
+    urls = PkiUrls.parse(config.section("pki").get("base_url") or DEFAULT_PKI_BASE_URL)
+    pki = PkiServer(agent.state_dir, "127.0.0.1", urls.port).start()
+    try:
+        report = await averify_file(output, trust=trust_from_config(config, online=True))
+    finally:
+        pki.stop()
     signature = report.to_dict()["signatures"][0]
     assert signature["intact"] is True
     assert signature["valid"] is True
@@ -482,7 +491,7 @@ def test_discover_finds_agent(agent):
 
     assert completed.returncode == 0, completed.stderr
     urls = [found["base_url"] for found in json.loads(completed.stdout)["agents"]]
-    assert agent.base_url in urls
+    assert agent.base_url in urls, completed.stdout + completed.stderr[-2000:]
 
 
 async def test_openapi_covers_every_route(agent):
