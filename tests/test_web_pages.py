@@ -20,6 +20,7 @@ import tomli_w
 from PIL import Image, ImageDraw, ImageFont
 
 from agent.web.auth import PasswordStore
+from conftest import run_qsign
 from helpers.agent_rig import AgentProcess, copy_state, set_agent_config
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -95,6 +96,11 @@ class Screens:
 
     def shot(self, page: object, step: str) -> None:
         self.count += 1
+        # Page previews load lazily; load them all so that the full-page picture shows them.
+        page.evaluate("""() => Promise.all([...document.images].map(image => {
+            image.loading = "eager";
+            return image.complete ? null : new Promise(done => { image.onload = image.onerror = done; });
+        }))""")
         page.screenshot(path=str(SCREENSHOTS / f"{self.name}-{self.count:02d}-{step}.png"), full_page=True)
 
 
@@ -451,7 +457,7 @@ def test_admin_pages(agent: AgentProcess, browser: object, language: str) -> Non
 
     page.goto(f"{base}/web/audit")
     assert page.locator("#chain-status").get_attribute("class") == "ok"
-    assert page.locator("tbody tr").count() >= 5
+    assert page.locator("ol.entries li").count() >= 5
     screens.shot(page, "audit")
 
     page.goto(f"{base}/web/admin/backup")
@@ -478,4 +484,77 @@ def test_role_required_page(agent: AgentProcess, browser: object) -> None:
     assert response.status == 403
     assert "管理员" in page.locator(".error").inner_text()
     Screens("role-required-zh_CN").shot(page, "error")
+    context.close()
+
+
+def _cookie_attributes(response: object) -> dict[str, str]:
+    """Map each cookie name of a ``requests`` response to its full Set-Cookie header value."""
+    headers = response.raw.headers.getlist("Set-Cookie")
+    return {header.split("=", 1)[0]: header for header in headers}
+
+
+def _sign_in_with_requests(base_url: str, user: str) -> tuple[object, object]:
+    import requests
+
+    # The agent's certificate is self-signed; verify=False per call, because a REQUESTS_CA_BUNDLE in the
+    # environment would override a session-wide setting.
+    session = requests.Session()
+    page = session.get(f"{base_url}/web/login", timeout=10, verify=False)
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)
+    response = session.post(f"{base_url}/web/login", data={"csrf": csrf, "username": user, "password": password(user),
+                                                           "next": "/web/"}, allow_redirects=False, timeout=10, verify=False)
+    return page, response
+
+
+def test_cookie_flags_over_http(agent: AgentProcess) -> None:
+    page, response = _sign_in_with_requests(agent.base_url, "officer-li")
+
+    assert response.status_code == 303
+    anon = _cookie_attributes(page)["qsign_anon"]
+    session = _cookie_attributes(response)["qsign_session"]
+    for header in (anon, session):
+        assert "HttpOnly" in header
+        assert "SameSite=Lax" in header
+        assert "Secure" not in header
+
+
+@pytest.mark.slow
+def test_cookie_flags_secure_over_tls(softhsm_state: Path, tmp_path: Path) -> None:
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    state = copy_state(softhsm_state, tmp_path / "state")
+    set_agent_config(state, advertise=False, tls="always")
+    PasswordStore(state / "agent" / "web-passwords.json").set_password("officer-li", password("officer-li"))
+    process = AgentProcess(state)
+    base_url = process.start()
+    try:
+        page, response = _sign_in_with_requests(base_url, "officer-li")
+    finally:
+        process.stop()
+
+    assert base_url.startswith("https://")
+    assert response.status_code == 303
+    for header in (_cookie_attributes(page)["qsign_anon"], _cookie_attributes(response)["qsign_session"]):
+        assert "Secure" in header
+        assert "HttpOnly" in header
+        assert "SameSite=Lax" in header
+
+
+def test_password_set_by_cli(agent: AgentProcess, browser: object) -> None:
+    completed = run_qsign("web", "passwd", "auditor-chen", "--stdin", "--lang", "en", state_dir=agent.state_dir,
+                          input="auditor-new-password\n")
+    assert completed.returncode == 0, completed.stderr
+    context = phone(browser, "en")
+    page = context.new_page()
+    page.goto(f"{agent.base_url}/web/login")
+    page.fill("#username", "auditor-chen")
+    page.fill("#password", "auditor-new-password")
+    page.click("form.card button[type=submit]")
+    page.wait_for_url(re.compile(r"/web/$"))
+    page.goto(f"{agent.base_url}/web/audit")
+
+    assert page.locator("#chain-status").get_attribute("class") == "ok"
+    assert page.locator("a[href='/web/admin/users']").count() == 0
+    Screens("auditor-en").shot(page, "audit")
     context.close()

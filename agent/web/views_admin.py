@@ -273,7 +273,7 @@ async def audit_page(request: web.Request) -> web.Response:
     first = max(0, report.entries_checked - AUDIT_PAGE_ENTRIES)
     entries = list(reversed(archive.audit_entries(after_seq=first)))
     return aiohttp_jinja2.render_template("admin_audit.html", request, {
-        "report": report, "findings": [f.message(request["language"]) for f in report.findings],
+        "report": report, "findings": [(f.severity.value, f.message(request["language"])) for f in report.findings],
         "entries": entries})
 
 
