@@ -10,7 +10,8 @@
 
 A document is written to the store (durably) before its database record; see ``archive.store``.
 Audit entries are appended in the same transaction as the records they describe. Every
-``checkpoint_every`` entries a checkpoint is signed after the commit. When the signer cannot be
+``checkpoint_every`` entries, and at the first append after ``checkpoint_interval_seconds`` since
+the last checkpoint, a checkpoint is signed after the commit. When the signer cannot be
 opened (token absent), the entry is still recorded and the failure is logged, so the next
 checkpoint covers the entry.
 """
@@ -22,22 +23,23 @@ import enum
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from archive import audit as audit_module
 from archive import records
-from archive.audit import AuditEntry, AuditOutcome
+from archive.audit import AuditEntry, AuditOutcome, parse_utc
 from archive.checkpoint import open_signer, write_checkpoint
 from archive.crypto import KeyEncryptionKey, KeyFileKek, Pkcs11Kek
 from archive.db import create_archive_engine, read_transaction, write_transaction
 from archive.errors import DocumentNotFound, InvalidDigest, SignerUnavailable
 from archive.migrate import upgrade
-from archive.schema import audit_log, documents, job_items, requests
+from archive.schema import audit_log, checkpoints, documents, job_items, requests
 from archive.settings import ArchiveSettings, load_settings
 from archive.store import DocumentStore, StoredFile, is_sha256
 from archive.verify import VerifyReport, verify_archive
@@ -206,6 +208,8 @@ class Archive:
         self.store = DocumentStore(settings.documents_dir, kek)
         self._signer: Any = None
         self._signer_failed = False
+        #: Unix time of the newest checkpoint, read from the database when first needed.
+        self._last_checkpoint_at: float | None = None
 
     @classmethod
     def open(cls, state_dir: Path | str, config: Config | None = None, *, with_key: bool = True) -> Archive:
@@ -335,14 +339,28 @@ class Archive:
         with write_transaction(self.engine) as connection:
             return write_checkpoint(connection, signer)
 
-    def _checkpoint_if_due(self, appended: list[int]) -> None:
+    def _checkpoint_due(self, appended: list[int]) -> bool:
         every = self.settings.checkpoint_every
-        if not every or not any(seq % every == 0 for seq in appended):
-            return
+        if every and any(seq % every == 0 for seq in appended):
+            return True
+
+        interval = self.settings.checkpoint_interval_seconds
+        if not interval or not appended:
+            return False
+        if self._last_checkpoint_at is None:
+            with read_transaction(self.engine) as connection:
+                last = connection.execute(select(func.max(checkpoints.c.signed_at))).scalar()
+            self._last_checkpoint_at = parse_utc(last) if last else 0.0
+        return time.time() - self._last_checkpoint_at >= interval
+
+    def _checkpoint_if_due(self, appended: list[int]) -> None:
         if not (self.settings.checkpoint_profile or self.settings.checkpoint_key_file) or self._signer_failed:
+            return
+        if not self._checkpoint_due(appended):
             return
         try:
             self.checkpoint()
+            self._last_checkpoint_at = time.time()
         except Exception:
             # The entries are committed; the next due checkpoint covers them.
             self._signer_failed = True
@@ -388,7 +406,8 @@ class Archive:
         if request is not None:
             for sha256 in (request["original_sha256"], request["signed_sha256"]):
                 if sha256:
-                    document = connection.execute(select(documents).where(documents.c.sha256 == sha256)).mappings().first()
+                    query = select(documents).where(documents.c.sha256 == sha256)
+                    document = connection.execute(query).mappings().first()
                     documents_found.append({**dict(document), "file_present": self.store.exists(sha256)})
         return {
             "request_id": request_id,

@@ -76,6 +76,11 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_utc(value: str) -> float:
+    """Return the Unix time of a time as ``utc_now`` writes it."""
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
 def canonical_json(value: Any) -> str:
     """Return the one JSON text of ``value`` used for hashing and signing."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

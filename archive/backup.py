@@ -173,7 +173,8 @@ def create_backup(archive: Any, destination: Path) -> BackupSummary:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
 
-    _logger.info("wrote archive backup %s: %d documents, audit entry %d", destination, len(recorded_documents), head_seq)
+    _logger.info("wrote archive backup %s: %d documents, audit entry %d", destination, len(recorded_documents),
+                 head_seq)
     return BackupSummary(path=destination, documents=len(recorded_documents), audit_seq=head_seq, audit_head=head_hash,
                          signer=signed.signer)
 

@@ -115,7 +115,8 @@ def _backup(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary.to_dict())
     else:
-        print(_t(N_("Backup written to {path}: {documents} documents, audit log up to entry {seq}, signed by {signer}."),
+        print(_t(N_("Backup written to {path}: {documents} documents, audit log up to entry {seq}, "
+                    "signed by {signer}."),
                  args, path=summary.path, documents=summary.documents, seq=summary.audit_seq, signer=summary.signer))
     return 0
 

@@ -3,11 +3,13 @@
 For SQLite every connection runs with ``journal_mode=WAL`` (readers never block the writer),
 ``foreign_keys=ON``, ``synchronous=FULL`` by default and a ``busy_timeout``. With FULL in WAL mode
 SQLite syncs the WAL file at each commit, so a commit survives a power cut if the storage honours
-fsync. This costs one fsync per commit. A write transaction starts with ``BEGIN IMMEDIATE``, so it takes the one write lock
-at its start and waits for it through the busy handler; a deferred transaction that upgrades from read
-to write would instead fail at once with "database is locked" when another writer holds the lock.
-Writers in qsign processes also queue on an ``flock`` of ``<database>.lock`` before ``BEGIN``: the
-kernel hands the lock to the next waiter at once, where SQLite's busy handler polls with sleeps of
+fsync. This costs one fsync per commit.
+
+A write transaction starts with ``BEGIN IMMEDIATE``, so it takes the one write lock at its start
+and waits for it through the busy handler. A deferred transaction that upgrades from read to write
+would instead fail at once with "database is locked" when another writer holds the lock. Writers
+in qsign processes also queue on an ``flock`` of ``<database>.lock`` before ``BEGIN``, because the
+kernel hands that lock to the next waiter at once, where SQLite's busy handler polls with sleeps of
 up to 100 ms. Measured with tests/test_archive_audit.py (8 processes appending 1,000 entries each,
 2-core VM, synchronous=NORMAL): 13.4 s without the queue, 10.0 s with it. The busy timeout still
 guards against writers that do not take the file lock (the ``sqlite3`` shell).

@@ -3,9 +3,11 @@
 A document's period is ``archive.template_retention_days[template]`` when its template has one, else
 the ``--older-than`` value when given, else ``archive.retention_days``; 0 days means keep forever.
 A document is under legal hold when its record has ``legal_hold`` set, or when
-``archive.legal_holds`` lists its SHA-256 or ``request:<id>`` of a request that uses it. Each removal first marks the record pruned and appends a
-``document.pruned`` audit entry in one transaction, and only then deletes the file, so a crash in
-between leaves a leftover file (deleted by the next prune), never a record of a missing file.
+``archive.legal_holds`` lists its SHA-256 or ``request:<id>`` of a request that uses it.
+
+Each removal first marks the record pruned and appends a ``document.pruned`` audit entry in one
+transaction, and only then deletes the file. A crash in between therefore leaves a leftover file
+(deleted by the next prune), never a record of a missing file.
 """
 
 from __future__ import annotations

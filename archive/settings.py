@@ -13,7 +13,8 @@ Keys and defaults (relative paths are relative to the state dir)::
     kek_profile = "archive_kek"               # encryption = "pkcs11": a [tokens.NAME] profile whose
                                               # "key" is the label of an AES-256 secret key
     kek_create = false                        # create the missing key-encryption key on first use
-    checkpoint_every = 100                    # sign a checkpoint every N audit entries; 0 = on demand only
+    checkpoint_every = 100                    # sign a checkpoint every N audit entries; 0 = off
+    checkpoint_interval_seconds = 3600        # and at the first entry after this long; 0 = off
     checkpoint_profile = ""                   # [tokens.NAME] profile of the signing key; "" = none
     checkpoint_key_file = ""                  # development only: PEM private key used instead of a
     checkpoint_certificate = ""               # token, with its PEM certificate
@@ -38,9 +39,10 @@ __all__ = ["ArchiveSettings", "ENCRYPTION_MODES", "load_settings"]
 ENCRYPTION_MODES = ("off", "keyfile", "pkcs11")
 
 _KNOWN_KEYS = {
-    "database_url", "sqlite_synchronous", "documents_dir", "encryption", "kek_file", "kek_profile", "kek_create",
-    "checkpoint_every", "checkpoint_profile", "checkpoint_key_file", "checkpoint_certificate",
-    "retention_days", "template_retention_days", "legal_holds",
+    "database_url", "sqlite_synchronous", "documents_dir", "encryption", "kek_file", "kek_profile",
+    "kek_create", "checkpoint_every", "checkpoint_interval_seconds", "checkpoint_profile",
+    "checkpoint_key_file", "checkpoint_certificate", "retention_days", "template_retention_days",
+    "legal_holds",
 }
 
 
@@ -57,6 +59,7 @@ class ArchiveSettings:
     kek_profile: str | None = None
     kek_create: bool = False
     checkpoint_every: int = 100
+    checkpoint_interval_seconds: int = 3600
     checkpoint_profile: str | None = None
     checkpoint_key_file: Path | None = None
     checkpoint_certificate: Path | None = None
@@ -104,6 +107,7 @@ def load_settings(config: Config) -> ArchiveSettings:
         kek_profile=_get(table, "kek_profile", str, "") or None,
         kek_create=_get(table, "kek_create", bool, False),
         checkpoint_every=_get(table, "checkpoint_every", int, 100),
+        checkpoint_interval_seconds=_get(table, "checkpoint_interval_seconds", int, 3600),
         checkpoint_profile=_get(table, "checkpoint_profile", str, "") or None,
         checkpoint_key_file=optional_path("checkpoint_key_file"),
         checkpoint_certificate=optional_path("checkpoint_certificate"),
@@ -126,8 +130,9 @@ def load_settings(config: Config) -> ArchiveSettings:
         raise ConfigError(detail=f"archive.checkpoint_profile names no [tokens.{settings.checkpoint_profile}] section")
     if bool(settings.checkpoint_key_file) != bool(settings.checkpoint_certificate):
         raise ConfigError(detail="archive.checkpoint_key_file and archive.checkpoint_certificate go together")
-    if settings.checkpoint_every < 0 or settings.retention_days < 0:
-        raise ConfigError(detail="archive.checkpoint_every and archive.retention_days must be 0 or more")
+    if min(settings.checkpoint_every, settings.checkpoint_interval_seconds, settings.retention_days) < 0:
+        raise ConfigError(detail="archive.checkpoint_every, archive.checkpoint_interval_seconds and "
+                                 "archive.retention_days must be 0 or more")
     for template, days in settings.template_retention_days.items():
         if not isinstance(days, int) or isinstance(days, bool) or days < 0:
             raise ConfigError(detail=f"archive.template_retention_days.{template} must be a number of days")

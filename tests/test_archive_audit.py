@@ -23,7 +23,7 @@ CHECKPOINT_EVERY = 10
 def sealed_state(tmp_path: Path, softhsm_state: Path) -> Path:
     """An archive of 35 entries with checkpoints at 10, 20 and 30 signed by the SoftHSM2 seal key."""
     state = make_archive_state(tmp_path / "state", softhsm_state, checkpoint_profile="seal",
-                               checkpoint_every=CHECKPOINT_EVERY)
+                               checkpoint_every=CHECKPOINT_EVERY, checkpoint_interval_seconds=0)
     with open_archive(state) as archive:
         for number in range(1, ENTRIES + 1):
             archive.audit(f"officer:{number % 3}", "request.signed", object_ids={"request_id": f"r{number}"},
@@ -171,7 +171,8 @@ def test_checkpoint_signed_by_hsm_seal_key(sealed_state: Path, softhsm_state: Pa
 def test_untrusted_checkpoint_signer_reported(tmp_path: Path, softhsm_state: Path) -> None:
     key_file, certificate_file = _software_signer_files(tmp_path)
     state = make_archive_state(tmp_path / "state", softhsm_state, checkpoint_key_file=str(key_file),
-                               checkpoint_certificate=str(certificate_file), checkpoint_every=2)
+                               checkpoint_certificate=str(certificate_file), checkpoint_every=2,
+                               checkpoint_interval_seconds=0)
     with open_archive(state) as archive:
         archive.audit("officer:li", "request.created")
         archive.audit("officer:li", "request.signed")
@@ -202,6 +203,22 @@ def _software_signer_files(directory: Path) -> tuple[Path, Path]:
                                            serialization.NoEncryption()))
     certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return key_file, certificate_file
+
+
+def test_checkpoint_after_interval(tmp_path: Path, softhsm_state: Path) -> None:
+    state = make_archive_state(tmp_path / "state", softhsm_state, checkpoint_profile="seal", checkpoint_every=0,
+                               checkpoint_interval_seconds=1)
+    with open_archive(state) as archive:
+        archive.audit("officer:li", "request.created")
+        archive.audit("officer:li", "request.reviewed")
+        time.sleep(1.1)
+        archive.audit("officer:li", "request.signed")
+        report = archive.verify()
+
+    # The first entry finds no checkpoint at all, so it is signed at once; the third comes after 1 s.
+    assert report.checkpoints_checked == 2
+    assert report.last_checkpoint_seq == 3
+    assert report.ok
 
 
 def test_checkpoint_on_demand_from_cli(sealed_state: Path) -> None:
