@@ -394,18 +394,7 @@ class CardRig:
 
     def _alive(self, name: str) -> bool:
         pid = self._read_pid(name)
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        # A zombie child of this process still answers kill(0); reap it if it is one.
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        return finished == 0
+        return pid is not None and self._pid_alive(pid)
 
     def _stop(self, name: str) -> Step:
         pid = self._read_pid(name)
@@ -431,11 +420,14 @@ class CardRig:
                 return False
         except ChildProcessError:
             pass
+        # A process started by an earlier qsign command is not this process's child; once it exits it
+        # may stay a zombie until its new parent reaps it, and kill(pid, 0) still succeeds on a zombie.
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
             return False
-        return True
+        return state not in ("Z", "X")
 
     @staticmethod
     def _run(command: list[str]) -> None:

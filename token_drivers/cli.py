@@ -11,7 +11,7 @@ from qsign.config import apply_environment, load_config, resolve_state_dir
 from qsign.i18n import translate
 from token_drivers.errors import pkcs11_errors
 from token_drivers.inventory import list_slots, list_token_keys
-from token_drivers.keys import find_token, _login
+from token_drivers.keys import _login
 from token_drivers.module import load_module
 from token_drivers.pcsc import apply_pcsc_environment
 from token_drivers.pin import read_pin
@@ -57,8 +57,8 @@ def collect_tokens(module_path: str, login_label: str | None = None, pin: str | 
             continue
 
         with module.lock:
-            token = find_token(module, token_serial=slot.token.serial) if slot.token.serial \
-                else find_token(module, token_label=slot.token.label)
+            # By slot, not by serial: two cards of one series can share a serial (libcacard's do).
+            token = next(s for s in module.lib.get_slots(token_present=True) if s.slot_id == slot.slot_id).get_token()
             logged_in = login_label is not None and slot.token.label == login_label
             with pkcs11_errors(token=slot.token.label):
                 session = token.open(rw=False)
