@@ -115,12 +115,13 @@ class CacardEmulator:
         return receive.raw[:length.value]
 
 
-def _receive_exactly(connection: socket.socket | ssl.SSLSocket, count: int) -> bytes | None:
+def _receive_exactly(connection: socket.socket | ssl.SSLSocket, count: int, quick_ack: bool) -> bytes | None:
     chunks = []
     while count:
-        # Linux clears TCP_QUICKACK after a while, so it is set again before every read. Without it
-        # every command waits for a delayed ACK, about 40 ms.
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if quick_ack:
+            # Linux clears TCP_QUICKACK after a while, so it is set again before every read. Without
+            # it every command waits for a delayed ACK, about 40 ms.
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         chunk = connection.recv(count)
         if not chunk:
             return None
@@ -129,13 +130,16 @@ def _receive_exactly(connection: socket.socket | ssl.SSLSocket, count: int) -> b
     return b"".join(chunks)
 
 
-def read_frame(connection: socket.socket | ssl.SSLSocket) -> bytes | None:
-    """Read one vpcd frame and return its payload, or ``None`` when the peer closed the connection."""
-    header = _receive_exactly(connection, 2)
+def read_frame(connection: socket.socket | ssl.SSLSocket, quick_ack: bool = True) -> bytes | None:
+    """Read one vpcd frame and return its payload, or ``None`` when the peer closed the connection.
+
+    ``quick_ack`` sets TCP_QUICKACK before each read; only benchmarks turn it off.
+    """
+    header = _receive_exactly(connection, 2, quick_ack)
     if header is None:
         return None
     (length,) = struct.unpack(">H", header)
-    return _receive_exactly(connection, length) if length else b""
+    return _receive_exactly(connection, length, quick_ack) if length else b""
 
 
 def write_frame(connection: socket.socket | ssl.SSLSocket, payload: bytes) -> None:
@@ -148,9 +152,10 @@ def write_frame(connection: socket.socket | ssl.SSLSocket, payload: bytes) -> No
 class VpcdBridge:
     """Serves one vpcd connection from a ``CacardEmulator`` until either side closes it."""
 
-    def __init__(self, emulator: CacardEmulator, atr_override: bytes | None = None) -> None:
+    def __init__(self, emulator: CacardEmulator, atr_override: bytes | None = None, quick_ack: bool = True) -> None:
         self.emulator = emulator
         self.atr_override = atr_override
+        self.quick_ack = quick_ack
         self.commands = 0
 
     def serve(self, connection: socket.socket | ssl.SSLSocket) -> None:
@@ -158,7 +163,7 @@ class VpcdBridge:
         atr = self.emulator.power_on()
         while True:
             try:
-                payload = read_frame(connection)
+                payload = read_frame(connection, self.quick_ack)
             except OSError as error:
                 _logger.info("vpcd connection closed: %s", error)
                 return
