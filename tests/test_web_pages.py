@@ -43,7 +43,7 @@ def password(user: str) -> str:
 @pytest.fixture(scope="module")
 def agent(softhsm_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     state = copy_state(softhsm_state, tmp_path_factory.mktemp("web") / "state")
-    set_agent_config(state, advertise=False, token_wait_seconds=10)
+    set_agent_config(state, advertise=False, token_wait_seconds=10, sign_attempts_per_minute=60)
     # Backups are signed; the HSM seal key of the test tokens signs them here.
     raw = tomllib.loads((state / "qsign.toml").read_text(encoding="utf-8"))
     raw.setdefault("archive", {})["checkpoint_profile"] = "seal"
@@ -411,10 +411,10 @@ def test_paired_phone_signed_out_when_revoked(agent: AgentProcess, browser: obje
 
     admin.goto(f"{base}/web/admin/devices")
     screens.shot(admin, "devices")
-    row = admin.locator("tr", has_text=f"Li phone {language}")
+    row = admin.locator("li.device", has_text=f"Li phone {language}")
     row.locator("button").click()
     admin.wait_for_url(re.compile(r"/web/admin/devices$"))
-    assert admin.locator("tr", has_text=f"Li phone {language}").locator("button").count() == 0
+    assert admin.locator("li.device", has_text=f"Li phone {language}").locator("button").count() == 0
 
     handset.goto(f"{base}/web/inbox")
     assert "reason=revoked" in handset.url
@@ -557,4 +557,71 @@ def test_password_set_by_cli(agent: AgentProcess, browser: object) -> None:
     assert page.locator("#chain-status").get_attribute("class") == "ok"
     assert page.locator("a[href='/web/admin/users']").count() == 0
     Screens("auditor-en").shot(page, "audit")
+    context.close()
+
+
+@pytest.mark.parametrize("language", ["zh_CN", "en"])
+def test_wrong_pin_then_right_pin(agent: AgentProcess, browser: object, tmp_path: Path, language: str) -> None:
+    base = agent.base_url
+    screens = Screens(f"wrong-pin-{language}")
+    request_id = _approved_request(browser, base, tmp_path, language)
+
+    officer_context = phone(browser, language)
+    officer = officer_context.new_page()
+    sign_in(officer, base, "officer-li")
+    officer.goto(f"{base}/web/requests/{request_id}/sign")
+    officer.check("input[name=confirm]")
+    officer.fill("#pin", "999999-wrong")
+    officer.click("#sign-form button[type=submit]")
+    officer.wait_for_url(re.compile(rf"/web/requests/{request_id}/sign$"))
+    failure = officer.locator("#failure").inner_text()
+    assert ("PIN 码错误" if language == "zh_CN" else "The PIN is wrong") in failure
+    assert "pin_incorrect" in failure
+    assert officer.locator("#pin").input_value() == ""
+    screens.shot(officer, "wrong-pin")
+
+    signed = sign_as_officer(officer, base, request_id, agent.state_dir, screens)
+    assert signed.startswith(b"%PDF")
+    officer_context.close()
+
+
+def _approved_request(browser: object, base: str, tmp_path: Path, language: str) -> str:
+    """Create a request as the operator and approve it as the reviewer; return its id."""
+    context = phone(browser, language)
+    page = context.new_page()
+    sign_in(page, base, "operator-zhao")
+    request_id = create_request(page, base, a4_pdf(tmp_path / f"request-{language}.pdf", "Request"),
+                                "officer-signature")
+    context.clear_cookies()
+    reviewer = context.new_page()
+    sign_in(reviewer, base, "reviewer-wang")
+    reviewer.goto(f"{base}/web/requests/{request_id}")
+    reviewer.click("#review-form button[value=approve]")
+    reviewer.wait_for_url(re.compile(rf"/web/requests/{request_id}$"))
+    context.close()
+    return request_id
+
+
+def test_pages_readable_without_javascript(agent: AgentProcess, browser: object, tmp_path: Path) -> None:
+    base = agent.base_url
+    request_id = _approved_request(browser, base, tmp_path, "zh_CN")
+    context = browser.new_context(viewport=PHONE, locale="zh-CN", java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, base, "officer-li")
+    page.goto(f"{base}/web/inbox")
+    page.click(f"a[href='/web/requests/{request_id}']")
+    page.click(f"a[href='/web/requests/{request_id}/sign']")
+    page.check("input[name=confirm]")
+    page.fill("#pin", (agent.state_dir / "secrets" / "officer.pin").read_text().strip())
+    page.click("#sign-form button[type=submit]")
+    page.wait_for_url(re.compile(rf"/web/requests/{request_id}/sign$"))
+    for _ in range(20):
+        if page.locator("#live-state").inner_text() == "已完成：已签名":
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+
+    assert page.locator("#live-state").inner_text() == "已完成：已签名"
+    assert page.locator("#download").is_visible()
+    Screens("no-javascript-zh_CN").shot(page, "signed")
     context.close()

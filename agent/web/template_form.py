@@ -14,9 +14,10 @@ from typing import Any
 from multidict import MultiDictProxy
 
 from agent.web.errors import FormInvalid
-from policies import Policy, Role, Template
+from policies import Policy, Role, Template, User
 
-__all__ = ["A4_POINTS", "PREVIEW_SCALE", "SEAL_DIR", "template_values", "template_from_form", "user_from_form"]
+__all__ = ["A4_POINTS", "PREVIEW_SCALE", "SEAL_DIR", "template_values", "template_from_form", "user_from_form",
+           "user_values"]
 
 #: The page used to place a seal: A4 portrait in PDF points (1/72 inch).
 A4_POINTS = (595.0, 842.0)
@@ -119,6 +120,15 @@ def template_from_form(form: MultiDictProxy[Any], template_id: str | None, polic
         if _text(form, "seal_text"):
             table["seal"]["text"] = _text(form, "seal_text")
     return new_id, table
+
+
+def user_values(user: User | None) -> dict[str, Any]:
+    """Return the user editor's field values for ``user`` (empty fields for a new user)."""
+    if user is None:
+        return {"id": "", "name": "", "roles": [], "token_profile": "", "sign_from": "", "sign_until": ""}
+    return {"id": user.id, "name": user.name, "roles": [role.value for role in user.roles],
+            "token_profile": user.token_profile or "", "sign_from": _form_time(user.sign_from),
+            "sign_until": _form_time(user.sign_until)}
 
 
 def user_from_form(form: MultiDictProxy[Any]) -> tuple[str, dict[str, Any]]:

@@ -16,13 +16,15 @@ import segno
 from aiohttp import web
 from PIL import Image, ImageDraw
 
+from archive.audit import head as audit_head
+from archive.db import read_transaction
 from agent.pairing import create_pairing_code, revoke_device
 from agent.web.app import WEB_PREFIX, redirect, require_role, services
 from agent.web.auth import MIN_PASSWORD_LENGTH
 from agent.web.errors import FormInvalid
 from agent.web.policy_edit import update_policy
 from agent.web.template_form import (A4_POINTS, PREVIEW_SCALE, SEAL_DIR, template_from_form, template_values,
-                                     user_from_form)
+                                     user_from_form, user_values)
 from policies import PolicyInvalid, Role
 from qsign.errors import QsignError
 
@@ -56,6 +58,7 @@ async def users_page(request: web.Request, error: str | None = None, status: int
     web_services = services(request)
     users = sorted(web_services.workflow.policy.users.values(), key=lambda user: user.id)
     response = aiohttp_jinja2.render_template("admin_users.html", request, {
+        "edit": user_values(web_services.workflow.policy.users.get(request.query.get("edit", ""))),
         "users": users, "has_password": {u.id: web_services.passwords.has_password(u.id) for u in users},
         "profiles": sorted(web_services.workflow.config.tokens), "all_roles": [role.value for role in Role],
         "error": error, "min_password": MIN_PASSWORD_LENGTH})
@@ -270,8 +273,9 @@ async def audit_page(request: web.Request) -> web.Response:
     require_role(request, Role.ADMIN, Role.AUDITOR)
     archive = services(request).workflow.archive
     report = await asyncio.to_thread(archive.verify)
-    first = max(0, report.entries_checked - AUDIT_PAGE_ENTRIES)
-    entries = list(reversed(archive.audit_entries(after_seq=first)))
+    with read_transaction(archive.engine) as connection:
+        last_seq, _ = audit_head(connection)
+    entries = list(reversed(archive.audit_entries(after_seq=max(0, last_seq - AUDIT_PAGE_ENTRIES))))
     return aiohttp_jinja2.render_template("admin_audit.html", request, {
         "report": report, "findings": [(f.severity.value, f.message(request["language"])) for f in report.findings],
         "entries": entries})
