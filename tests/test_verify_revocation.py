@@ -80,6 +80,8 @@ def _config(url: str) -> dict:
                 "signer-revoked-crl": _signer_spec(revoked=True, ocsp=False),
                 "signer-revoked-ocsp": _signer_spec(revoked=True, crl=False),
                 "signer-expired": _signer_spec(expired=True),
+                "signer-expired-no-endpoints": _signer_spec(expired=True, crl=False, ocsp=False),
+                "signer-no-endpoints": _signer_spec(crl=False, ocsp=False),
             },
             "services": {
                 "ocsp": {"root": {"for-issuer": "root", "responder-cert": "root", "signing-key": "root"}},
@@ -165,7 +167,8 @@ def revocation_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Revocat
     key_der = signer_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption())
     signed = {label: _sign(arch, label, key_der, directory / f"{label}.pdf")
-              for label in ("signer-good", "signer-revoked-crl", "signer-revoked-ocsp", "signer-expired")}
+              for label in ("signer-good", "signer-revoked-crl", "signer-revoked-ocsp", "signer-expired",
+                            "signer-expired-no-endpoints", "signer-no-endpoints")}
 
     with _AnimatorThread(arch, port):
         yield RevocationPki(url=url, root_pem=root_pem, signed=signed)
@@ -194,21 +197,68 @@ def test_revocation_online(revocation_pki: RevocationPki, label: str, indication
     assert report.trust.online is True
 
 
-def test_revoked_offline_is_not_detected_without_data(revocation_pki: RevocationPki) -> None:
-    """Offline, with soft-fail and no embedded revocation data, the report cannot see the revocation;
-    it says so by naming the mode. NOTE: this documents a limit of offline validation."""
-    report = _verify(revocation_pki, "signer-revoked-crl", online=False)
+@pytest.mark.parametrize("label", ["signer-good", "signer-revoked-ocsp"])
+def test_revocation_online_names_source(revocation_pki: RevocationPki, label: str) -> None:
+    report = _verify(revocation_pki, label)
 
-    assert report.trust.revocation_mode == "soft-fail"
+    revocation = report.signatures[0].revocation
+    expected = "good" if label == "signer-good" else "revoked"
+    assert (revocation.status, revocation.source) == (expected, "online")
+    assert [entry.status for entry in revocation.certificates] == [expected]
+    assert revocation.certificates[0].subject.startswith("CN=李四")
+    if expected == "revoked":
+        assert revocation.certificates[0].revocation_time == (NOW - datetime.timedelta(days=2)).isoformat()
+
+
+@pytest.mark.parametrize("label", ["signer-good", "signer-revoked-crl", "signer-revoked-ocsp"])
+def test_offline_without_revocation_data_indeterminate(revocation_pki: RevocationPki, label: str) -> None:
+    """Offline and with no revocation data in the file, a signer whose certificate names a CRL or an
+    OCSP responder cannot be checked: never TOTAL_PASSED, whether or not it is in fact revoked."""
+    report = _verify(revocation_pki, label, online=False)
+
+    signature = report.signatures[0]
+    assert (report.verdict, report.sub_indication) == ("INDETERMINATE", "TRY_LATER")
+    assert (signature.indication, signature.sub_indication) == ("INDETERMINATE", "TRY_LATER")
+    assert signature.intact is True and signature.valid is True
+    assert signature.trusted is None
+    assert report.trust.revocation_mode == "hard-fail"
     assert report.trust.online is False
-    assert report.signatures[0].trusted is True
+    assert signature.revocation.status == "unknown"
+    assert signature.revocation.source is None
+    [entry] = signature.revocation.certificates
+    assert (entry.status, entry.reason) == ("unknown", "no_revocation_data_offline")
+    assert entry.subject.startswith("CN=李四")
+    assert any("李四" in detail and "no_revocation_data_offline" in detail for detail in signature.details)
+
+
+def test_no_revocation_endpoint_is_not_applicable(revocation_pki: RevocationPki) -> None:
+    """A certificate that names no CRL and no OCSP responder has nothing to check: it passes offline
+    and the report says that revocation does not apply."""
+    report = _verify(revocation_pki, "signer-no-endpoints", online=False)
+
+    signature = report.signatures[0]
+    assert (report.verdict, report.sub_indication) == ("TOTAL_PASSED", None)
+    assert signature.trusted is True
+    assert (signature.revocation.status, signature.revocation.source) == ("not_applicable", None)
+    assert [entry.reason for entry in signature.revocation.certificates] == ["no_revocation_endpoint"]
 
 
 def test_expired_signer_valid_at_earlier_time(revocation_pki: RevocationPki) -> None:
     """Validated at a moment inside the certificate's validity (``qsign verify --at``), the expired
-    signer's signature passes; the report records that validation time."""
+    signer's signature passes; the report records that validation time. The certificate names no
+    revocation service, because offline a certificate that names one cannot pass."""
     moment = NOW - datetime.timedelta(days=5)
-    report = _verify(revocation_pki, "signer-expired", online=False, at=moment)
+    report = _verify(revocation_pki, "signer-expired-no-endpoints", online=False, at=moment)
 
     assert (report.verdict, report.sub_indication) == ("TOTAL_PASSED", None)
     assert report.validation_time == moment.isoformat()
+
+
+def test_expired_signer_with_endpoints_at_earlier_time(revocation_pki: RevocationPki) -> None:
+    """The same check for a certificate with a CRL and an OCSP responder: within its validity but with
+    no revocation data for that moment, the signature is INDETERMINATE and not OUT_OF_BOUNDS_NO_POE."""
+    moment = NOW - datetime.timedelta(days=5)
+    report = _verify(revocation_pki, "signer-expired", online=False, at=moment)
+
+    assert (report.verdict, report.sub_indication) == ("INDETERMINATE", "TRY_LATER")
+    assert report.signatures[0].revocation.status == "unknown"

@@ -24,10 +24,13 @@ from verify_service.certificates import certificate_info, readable_name
 from verify_service.policy import AlgorithmPolicy
 from verify_service.report import (
     Indication,
+    RevocationInfo,
+    RevocationStatus,
     SignatureKind,
     SignatureReport,
     TimestampInfo,
 )
+from verify_service.revocation import REVOCATION_DATA_MISSING
 
 __all__ = ["apply_assessment", "report_from_cms_status", "report_from_pdf_status",
            "report_from_timestamp_status", "report_from_unreadable"]
@@ -52,13 +55,26 @@ def _iso(moment) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _trusted(status: SignatureStatus) -> bool | None:
+def _trust_problem(status: SignatureStatus, revocation: RevocationInfo | None) -> AdESSubIndic | None:
+    """Return pyHanko's trust sub-indication, as TRY_LATER when the path lacks usable revocation data.
+
+    pyHanko 0.38 reports a path that stops for missing revocation data as
+    CERTIFICATE_CHAIN_GENERAL_FAILURE; ``revocation`` tells that case apart from other path failures.
+    """
+    indication = status.trust_problem_indic
+    if indication is None or revocation is None or revocation.status is not RevocationStatus.UNKNOWN:
+        return indication
+    if any(entry.reason in REVOCATION_DATA_MISSING for entry in revocation.certificates):
+        return AdESIndeterminate.TRY_LATER
+    return indication
+
+
+def _trusted(indication: AdESSubIndic | None, status: SignatureStatus) -> bool | None:
     """Decide whether the signer's certificate chains to an anchor with allowed key usage (``None``: unknown).
 
     Unlike pyHanko's ``SignatureStatus.trusted``, the result does not include *intact*, because the report
     keeps the two apart. pyHanko skips the trust check when the signature value does not verify.
     """
-    indication = status.trust_problem_indic
     if indication is None:
         return True if status.validation_path is not None else None
     if isinstance(indication, AdESFailure) or indication in _DEFINITELY_UNTRUSTED:
@@ -77,20 +93,28 @@ def _trust_anchor(status: SignatureStatus) -> str | None:
     return readable_name(anchor.authority.name)
 
 
-def _fill_common(report: SignatureReport, status: SignatureStatus, signer: x509.Certificate) -> None:
+def _fill_common(report: SignatureReport, status: SignatureStatus, signer: x509.Certificate,
+                 revocation: RevocationInfo | None) -> None:
     report.signer_certificate = certificate_info(signer)
     report.signer = report.signer_certificate.subject
     report.digest_algorithm = status.md_algorithm
     report.signature_algorithm = status.pkcs7_signature_mechanism
     report.intact = status.intact
     report.valid = status.valid
-    report.trusted = _trusted(status)
+    trust_problem = _trust_problem(status, revocation)
+    report.trusted = _trusted(trust_problem, status)
     report.trust_anchor = _trust_anchor(status)
-    if status.trust_problem_indic is not None:
-        report.sub_indication = status.trust_problem_indic.standard_name
+    report.revocation = revocation
+    if trust_problem is not None:
+        report.sub_indication = trust_problem.standard_name
+    if revocation is not None:
+        for entry in revocation.certificates:
+            if entry.reason in REVOCATION_DATA_MISSING:
+                report.details.append(f"no usable revocation data for {entry.subject}: {entry.reason}")
 
 
-def _fill_modifications(report: SignatureReport, status: ModificationInfo) -> None:
+def _fill_modifications(report: SignatureReport, status: ModificationInfo,
+                        signature_fields: frozenset[str] | None) -> None:
     coverage = status.coverage
     report.coverage = coverage.name.lower() if coverage is not None else None
     if coverage == SignatureCoverageLevel.ENTIRE_FILE:
@@ -104,6 +128,13 @@ def _fill_modifications(report: SignatureReport, status: ModificationInfo) -> No
     diff_result = status.diff_result
     if isinstance(diff_result, DiffResult):
         report.changed_objects = [f"form field {name}" for name in sorted(diff_result.changed_form_fields)]
+        # pyHanko allows filling any form field after an approval signature. Here only signature fields
+        # may change, because a changed text or choice field changes what the document shows. Without
+        # the list of signature fields every changed field counts.
+        changed = set(diff_result.changed_form_fields) - (signature_fields or frozenset())
+        if changed:
+            report.errors.append("form_field_changed_after_signing")
+            report.details.append("form fields changed after signing: " + ", ".join(sorted(changed)))
     elif diff_result is not None:
         # A SuspiciousModification: its message names the object and the rule it broke.
         report.changed_objects = [str(diff_result)]
@@ -122,12 +153,17 @@ def _fill_signer_timing(report: SignatureReport, status: StandardCMSSignatureSta
 
 
 def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus,
-                           policy: AlgorithmPolicy | None = None) -> SignatureReport:
-    """Build the record of a PDF signature (``/Sig``) from pyHanko's status."""
+                           policy: AlgorithmPolicy | None = None, *, revocation: RevocationInfo | None = None,
+                           signature_fields: frozenset[str] | None = None) -> SignatureReport:
+    """Build the record of a PDF signature (``/Sig``) from pyHanko's status.
+
+    ``revocation`` is the revocation check of the signer's path; ``signature_fields`` are the names of
+    the document's signature fields, the only form fields allowed to change after the signature.
+    """
     report = SignatureReport(kind=SignatureKind.PDF_SIGNATURE, field=field, revision=revision)
-    _fill_common(report, status, status.signing_cert)
+    _fill_common(report, status, status.signing_cert, revocation)
     _fill_signer_timing(report, status)
-    _fill_modifications(report, status)
+    _fill_modifications(report, status, signature_fields)
     if status.seed_value_constraint_error is not None:
         report.errors.append("seed_value_constraints_failed")
         report.details.append(str(status.seed_value_constraint_error.failure_message))
@@ -136,21 +172,23 @@ def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus
 
 
 def report_from_timestamp_status(field: str, revision: int, status: DocumentTimestampStatus,
-                                 policy: AlgorithmPolicy | None = None) -> SignatureReport:
+                                 policy: AlgorithmPolicy | None = None, *, revocation: RevocationInfo | None = None,
+                                 signature_fields: frozenset[str] | None = None) -> SignatureReport:
     """Build the record of a PDF document timestamp (``/DocTimeStamp``); the signer is the TSA."""
     report = SignatureReport(kind=SignatureKind.DOCUMENT_TIMESTAMP, field=field, revision=revision)
-    _fill_common(report, status, status.signing_cert)
+    _fill_common(report, status, status.signing_cert, revocation)
     report.timestamp_time = _iso(status.timestamp)
-    _fill_modifications(report, status)
+    _fill_modifications(report, status, signature_fields)
     apply_assessment(report, policy=policy)
     return report
 
 
 def report_from_cms_status(status: StandardCMSSignatureStatus,
-                           policy: AlgorithmPolicy | None = None) -> SignatureReport:
+                           policy: AlgorithmPolicy | None = None, *,
+                           revocation: RevocationInfo | None = None) -> SignatureReport:
     """Build the record of one SignerInfo of a CMS signature (``.p7s``)."""
     report = SignatureReport(kind=SignatureKind.CMS_SIGNATURE, field=None, revision=None)
-    _fill_common(report, status, status.signing_cert)
+    _fill_common(report, status, status.signing_cert, revocation)
     _fill_signer_timing(report, status)
     apply_assessment(report, content_timestamp=status.content_timestamp_validity, policy=policy)
     return report
@@ -214,6 +252,11 @@ def _problems(report: SignatureReport, content_timestamp: TimestampSignatureStat
         elif not timestamp.trusted:
             problems.append((indeterminate, AdESIndeterminate.NO_POE.name, f"{name}_untrusted"))
 
+    if "form_field_changed_after_signing" in report.errors:
+        # NOTE: ETSI EN 319 102-1 has no sub-indication for content changed within what DocMDP allows;
+        # SIG_CONSTRAINTS_FAILURE (the validation constraints are not met) is the nearest.
+        problems.append((indeterminate, AdESIndeterminate.SIG_CONSTRAINTS_FAILURE.name,
+                         "form_field_changed_after_signing"))
     if "seed_value_constraints_failed" in report.errors:
         problems.append((indeterminate, AdESIndeterminate.SIG_CONSTRAINTS_FAILURE.name,
                          "seed_value_constraints_failed"))

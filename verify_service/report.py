@@ -22,8 +22,12 @@ __all__ = [
     "FileInfo",
     "Indication",
     "PadesLevel",
+    "CertificateRevocation",
     "PolicyInfo",
     "Report",
+    "RevocationInfo",
+    "RevocationSource",
+    "RevocationStatus",
     "SignatureKind",
     "SignatureReport",
     "TimestampInfo",
@@ -72,6 +76,58 @@ class CertificateInfo:
     key_bits: int | None = None
 
 
+class RevocationStatus(enum.StrEnum):
+    """Revocation status of a certificate at the time validation checked it."""
+
+    #: The certificate names no CRL distribution point and no OCSP responder, so there is nothing to check.
+    NOT_APPLICABLE = "not_applicable"
+    GOOD = "good"
+    REVOKED = "revoked"
+    #: The certificate names a CRL or OCSP responder but no usable revocation data was available.
+    UNKNOWN = "unknown"
+
+
+class RevocationSource(enum.StrEnum):
+    """Where the revocation data that decided a status came from."""
+
+    #: The document security store (``/DSS``) of the PDF, the signature's adbe-revocationInfoArchival
+    #: attribute, or the CRLs of a CMS SignedData.
+    EMBEDDED = "embedded"
+    #: Fetched from the certificate's CRL distribution point or OCSP responder (``--online``).
+    ONLINE = "online"
+
+
+@dataclass(frozen=True)
+class CertificateRevocation:
+    """The revocation check of one certificate of the signer's path (trust anchors are not checked)."""
+
+    subject: str
+    #: SHA-256 of the DER certificate, lower-case hexadecimal.
+    sha256: str
+    status: RevocationStatus
+    source: RevocationSource | None
+    #: Stable code of why the status is what it is, e.g. ``no_revocation_endpoint``,
+    #: ``no_revocation_data_offline``; see the JSON schema for the list.
+    reason: str
+    #: Revocation time from the CRL or OCSP response, ISO 8601; only for ``revoked``.
+    revocation_time: str | None = None
+
+
+@dataclass
+class RevocationInfo:
+    """Revocation of the signer's certificate path: a summary status and one entry per certificate."""
+
+    #: The worst status of the path: revoked, then unknown, then good, then not_applicable.
+    status: RevocationStatus
+    #: ``online`` when any entry was decided from fetched data, else ``embedded`` when any was decided
+    #: from embedded data, else ``None``.
+    source: RevocationSource | None
+    #: Moment the revocation status applies to, ISO 8601: the validation time, or the time of the
+    #: signature timestamp when the embedded data were checked at that time.
+    checked_at: str | None
+    certificates: list[CertificateRevocation] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class TimestampInfo:
     """An RFC 3161 signature timestamp embedded in a signature, and its own validation result."""
@@ -111,6 +167,8 @@ class SignatureReport:
     trusted: bool | None = None
     #: Subject of the trust anchor that the certificate path ends in.
     trust_anchor: str | None = None
+    #: Revocation status of the signer's certificate path; ``None`` when the signature was not validated.
+    revocation: RevocationInfo | None = None
     #: pyHanko's SignatureCoverageLevel in lower case: entire_file, entire_revision,
     #: contiguous_block_from_start or unclear.
     coverage: str | None = None
@@ -153,7 +211,8 @@ class TrustInfo:
     intermediates: list[dict[str, str]]
     #: Whether certificates and revocation data could be fetched over the network.
     online: bool
-    #: pyhanko-certvalidator revocation mode, e.g. ``soft-fail``.
+    #: pyhanko-certvalidator revocation mode, ``hard-fail``: a certificate that names a CRL or OCSP
+    #: responder must have usable revocation data.
     revocation_mode: str
 
 

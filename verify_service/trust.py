@@ -28,10 +28,11 @@ class TrustSettings:
     source: str = "none"
     #: Allow fetching certificates and revocation data (CRL, OCSP) over the network.
     online: bool = False
-    #: pyhanko-certvalidator revocation mode: ``soft-fail``, ``hard-fail`` or ``require``.
-    #: NOTE: with ``soft-fail`` and no network, a certificate without revocation data counts as not
-    #: revoked. The report names the mode, so that its reader can judge the result.
-    revocation_mode: str = "soft-fail"
+    #: pyhanko-certvalidator revocation mode. ``hard-fail``: every certificate of the path that names a
+    #: CRL distribution point or an OCSP responder needs usable revocation data (embedded, or fetched
+    #: when ``online``), else the signature is INDETERMINATE; a certificate that names neither is
+    #: accepted and reported as ``not_applicable``. ``require`` also demands data for the latter.
+    revocation_mode: str = "hard-fail"
     files: tuple[Path, ...] = field(default=(), compare=False)
 
 

@@ -10,11 +10,12 @@ import asyncio
 import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from asn1crypto import cms, core, pem
+from asn1crypto import cms, core, pem, x509
 from pyhanko.pdf_utils import misc
 from pyhanko.pdf_utils.crypt import AuthStatus
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -29,7 +30,7 @@ from pyhanko.sign.validation import (
 from pyhanko.sign.validation.errors import SignatureValidationError
 from pyhanko.sign.validation.generic_cms import collect_timing_info
 from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
-from pyhanko.sign.validation.status import StandardCMSSignatureStatus
+from pyhanko.sign.validation.status import SignatureStatus, StandardCMSSignatureStatus
 from pyhanko_certvalidator import ValidationContext
 
 from qsign import __version__
@@ -43,7 +44,22 @@ from verify_service.errors import CmsMalformed, ContentNotExpected, ContentRequi
 from verify_service.inputs import InputFile, InputFormat, inspect_content, inspect_input
 from verify_service.levels import assign_pades_levels
 from verify_service.policy import AlgorithmPolicy
-from verify_service.report import Indication, Report, SignatureKind, SignatureReport, TrustInfo
+from verify_service.report import (
+    Indication,
+    Report,
+    RevocationInfo,
+    RevocationStatus,
+    SignatureKind,
+    SignatureReport,
+    TrustInfo,
+)
+from verify_service.revocation import (
+    REVOCATION_DATA_MISSING,
+    EmbeddedRevocationData,
+    assess_revocation,
+    dss_revocation_data,
+    signed_data_revocation_data,
+)
 from verify_service.trust import TrustSettings, describe_certificate
 
 __all__ = ["averify_file", "verify_file"]
@@ -83,14 +99,14 @@ async def averify_file(path: str | os.PathLike[str], content: str | os.PathLike[
     if document.format is InputFormat.PDF and content_file is not None:
         raise ContentNotExpected(ids={"file": document.info.name}, name=document.info.name)
 
-    context = _validation_context(trust, policy, at)
-    validation_time: datetime = context.moment
+    validation = _Validation(trust, policy, at)
+    validation_time: datetime = validation.moment
     _logger.info("verifying %s (%s, sha256 %s)", document.info.name, document.format, document.info.sha256)
 
     if document.format is InputFormat.PDF:
-        signatures, errors = await _verify_pdf(document, context, policy)
+        signatures, errors = await _verify_pdf(document, validation)
     else:
-        signatures, errors = await _verify_cms(document, content_file, context, policy)
+        signatures, errors = await _verify_cms(document, content_file, validation)
 
     if not trust.anchors:
         errors.append("no_trust_anchors")
@@ -111,15 +127,96 @@ async def averify_file(path: str | os.PathLike[str], content: str | os.PathLike[
     return report
 
 
-def _validation_context(trust: TrustSettings, policy: AlgorithmPolicy, at: datetime | None) -> ValidationContext:
-    return ValidationContext(
-        trust_roots=list(trust.anchors),
-        other_certs=list(trust.intermediates),
-        allow_fetching=trust.online,
-        revocation_mode=trust.revocation_mode,
-        weak_hash_algos=set(policy.weak_digest_algorithms),
-        moment=at,
-    )
+_StatusBuilder = Callable[[SignatureStatus, RevocationInfo], SignatureReport]
+
+
+class _Validation:
+    """Settings of one file's validation, and the steps every signature record goes through."""
+
+    def __init__(self, trust: TrustSettings, policy: AlgorithmPolicy, at: datetime | None) -> None:
+        self.trust, self.policy, self.at = trust, policy, at
+        self.moment: datetime = self.context(EmbeddedRevocationData()).moment
+
+    def context(self, embedded: EmbeddedRevocationData, *, at: datetime | None = None,
+                embedded_only: bool = False) -> ValidationContext:
+        """Return a validation context with the trust settings and the file's embedded revocation data.
+
+        ``embedded_only`` validates at ``at`` with nothing fetched, and accepts revocation data issued
+        after that moment (``retroactive_revinfo``): data embedded at signing time is often a few
+        seconds newer than the signature timestamp.
+        """
+        return ValidationContext(
+            trust_roots=list(self.trust.anchors),
+            other_certs=list(self.trust.intermediates) + list(embedded.certificates),
+            allow_fetching=self.trust.online and not embedded_only,
+            revocation_mode=self.trust.revocation_mode,
+            crls=list(embedded.crls),
+            ocsps=list(embedded.ocsps),
+            retroactive_revinfo=embedded_only,
+            weak_hash_algos=set(self.policy.weak_digest_algorithms),
+            moment=at if embedded_only else self.at,
+        )
+
+    async def record(self, validate: Callable[[ValidationContext], Awaitable[SignatureStatus]],
+                     build: _StatusBuilder, signed_data: cms.SignedData,
+                     embedded: EmbeddedRevocationData) -> SignatureReport:
+        """Validate one signature, check the revocation of its path, and build its record.
+
+        When revocation data is missing or stale at the validation time but the signature has a
+        valid timestamp, the signature is validated again at the timestamp time with the embedded data
+        only (the PAdES B-LT model): data embedded at signing time proves the status at that time.
+        """
+        other_certificates = _signed_data_certificates(signed_data) + list(embedded.certificates)
+        context = self.context(embedded)
+        status = await validate(context)
+        revocation = await self._revocation(status, other_certificates, context, embedded, self.trust.online)
+        # Each context takes "now" when it is made; the report names one validation time for all.
+        revocation.checked_at = self.moment.isoformat()
+        report = build(status, revocation)
+        proof_time = _timestamp_time(status)
+        if proof_time is None or not _lacks_revocation_data(revocation):
+            return report
+
+        _logger.info("revocation data of %s not usable at %s; checking the embedded data at the timestamp "
+                     "time %s", report.signer, context.moment.isoformat(), proof_time.isoformat())
+        past_context = self.context(embedded, at=proof_time, embedded_only=True)
+        past_status = await validate(past_context)
+        past_revocation = await self._revocation(past_status, other_certificates, past_context, embedded, False)
+        if past_revocation.status is RevocationStatus.UNKNOWN:
+            return report
+        # NOTE: the timestamp itself is then checked at its own time as well. A TSA certificate revoked
+        # or expired since then goes unnoticed unless a later document timestamp covers it (B-LTA).
+        past_report = build(past_status, past_revocation)
+        past_report.details.append(f"revocation data not usable at {context.moment.isoformat()}; validated at "
+                                   f"the timestamp time {proof_time.isoformat()} with the embedded data")
+        return past_report
+
+    @staticmethod
+    async def _revocation(status: SignatureStatus, other_certificates: list[x509.Certificate],
+                          context: ValidationContext, embedded: EmbeddedRevocationData,
+                          online: bool) -> RevocationInfo:
+        return await assess_revocation(status.signing_cert, other_certificates, status.validation_path,
+                                       status.trust_problem_indic, status.revocation_details, context,
+                                       embedded, online)
+
+
+def _signed_data_certificates(signed_data: cms.SignedData) -> list[x509.Certificate]:
+    return [choice.chosen for choice in signed_data["certificates"] or () if choice.name == "certificate"]
+
+
+def _lacks_revocation_data(revocation: RevocationInfo) -> bool:
+    return any(entry.reason in REVOCATION_DATA_MISSING for entry in revocation.certificates)
+
+
+def _timestamp_time(status: SignatureStatus) -> datetime | None:
+    """Return the time of the signature's valid timestamp, or of a valid document timestamp itself."""
+    own_time = getattr(status, "timestamp", None)
+    if isinstance(own_time, datetime) and status.intact and status.valid:
+        return own_time
+    timestamp = getattr(status, "timestamp_validity", None)
+    if timestamp is not None and timestamp.intact and timestamp.valid:
+        return timestamp.timestamp
+    return None
 
 
 def _trust_info(trust: TrustSettings) -> TrustInfo:
@@ -153,8 +250,7 @@ def _open_pdf(document: InputFile, handle: BinaryIO) -> PdfFileReader:
     return reader
 
 
-async def _verify_pdf(document: InputFile, context: ValidationContext,
-                      policy: AlgorithmPolicy) -> tuple[list[SignatureReport], list[str]]:
+async def _verify_pdf(document: InputFile, validation: _Validation) -> tuple[list[SignatureReport], list[str]]:
     with document.path.open("rb") as handle:
         reader = _open_pdf(document, handle)
         try:
@@ -164,7 +260,10 @@ async def _verify_pdf(document: InputFile, context: ValidationContext,
             raise PdfMalformed(ids={"file": name}, name=name, detail=str(exc)) from exc
 
         # Field names are pyHanko TextStringObjects; the report wants plain strings.
-        signatures = [await _verify_pdf_field(reader, str(field_name), field, context, policy)
+        signature_fields = frozenset(str(field_name) for field_name, _, _ in fields)
+        dss_data = dss_revocation_data(reader)
+        signatures = [await _verify_pdf_field(reader, str(field_name), field, validation, dss_data,
+                                              signature_fields)
                       for field_name, _, field in fields]
         signatures.sort(key=lambda record: (record.revision is None, record.revision or 0))
         errors = [] if signatures else ["no_signatures"]
@@ -192,8 +291,8 @@ def _flag_unexplained_tail(reader: PdfFileReader, signatures: list[SignatureRepo
                 record.sub_indication = AdESIndeterminate.SIG_CONSTRAINTS_FAILURE.name
 
 
-async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, context: ValidationContext,
-                            policy: AlgorithmPolicy) -> SignatureReport:
+async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, validation: _Validation,
+                            dss_data: EmbeddedRevocationData, signature_fields: frozenset[str]) -> SignatureReport:
     """Validate one filled signature field; a damaged signature becomes a failed record, not an error."""
     try:
         embedded = EmbeddedPdfSignature(reader, field, field_name)
@@ -205,13 +304,21 @@ async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, conte
     is_timestamp = embedded.sig_object_type == "/DocTimeStamp"
     kind = SignatureKind.DOCUMENT_TIMESTAMP if is_timestamp else SignatureKind.PDF_SIGNATURE
     revision = None
+    policy = validation.policy
     try:
         revision = embedded.signed_revision
+        revocation_data = dss_data.merged(signed_data_revocation_data(embedded.signed_data, embedded.signer_info))
         if is_timestamp:
-            status = await async_validate_pdf_timestamp(embedded, validation_context=context)
-            return report_from_timestamp_status(field_name, revision, status, policy)
-        status = await async_validate_pdf_signature(embedded, signer_validation_context=context)
-        return report_from_pdf_status(field_name, revision, status, policy)
+            return await validation.record(
+                lambda context: async_validate_pdf_timestamp(embedded, validation_context=context),
+                lambda status, revocation: report_from_timestamp_status(
+                    field_name, revision, status, policy, revocation=revocation, signature_fields=signature_fields),
+                embedded.signed_data, revocation_data)
+        return await validation.record(
+            lambda context: async_validate_pdf_signature(embedded, signer_validation_context=context),
+            lambda status, revocation: report_from_pdf_status(
+                field_name, revision, status, policy, revocation=revocation, signature_fields=signature_fields),
+            embedded.signed_data, revocation_data)
     except SignatureValidationError as exc:
         _logger.info("signature %s failed validation: %s", field_name, exc.failure_message)
         return report_from_unreadable(kind, field_name, revision, "signature_format_invalid",
@@ -258,8 +365,8 @@ def _single_signer_copies(signed_data: cms.SignedData) -> list[cms.SignedData]:
     return copies
 
 
-async def _verify_cms(document: InputFile, content: InputFile | None, context: ValidationContext,
-                      policy: AlgorithmPolicy) -> tuple[list[SignatureReport], list[str]]:
+async def _verify_cms(document: InputFile, content: InputFile | None,
+                      validation: _Validation) -> tuple[list[SignatureReport], list[str]]:
     name = document.info.name
     signed_data = _load_signed_data(document)
     detached = signed_data["encap_content_info"]["content"] is core.VOID or \
@@ -270,10 +377,15 @@ async def _verify_cms(document: InputFile, content: InputFile | None, context: V
         raise ContentNotExpected(ids={"file": name}, name=name)
 
     signatures = []
+    policy = validation.policy
     for single in _single_signer_copies(signed_data):
         try:
-            status = await _validate_cms_signer(single, content.path if content else None, context)
-            signatures.append(report_from_cms_status(status, policy))
+            revocation_data = signed_data_revocation_data(single, single["signer_infos"][0])
+            signatures.append(await validation.record(
+                lambda context, single=single: _validate_cms_signer(single, content.path if content else None,
+                                                                    context),
+                lambda status, revocation: report_from_cms_status(status, policy, revocation=revocation),
+                single, revocation_data))
         except SignatureValidationError as exc:
             _logger.info("CMS signature in %s failed validation: %s", name, exc.failure_message)
             signatures.append(report_from_unreadable(SignatureKind.CMS_SIGNATURE, None, None,
