@@ -114,9 +114,13 @@ def _devices(args: argparse.Namespace) -> int:
         pending = not device.token_hash
         if pending and not args.all:
             continue
+        status = "active"
+        if device.revoked_at:
+            status = "revoked"
+        elif pending:
+            status = "pending"
         rows.append({"device_id": device.id, "name": device.name, "user": device.owner, "paired_at": device.paired_at,
-                     "last_seen_at": device.last_seen_at, "revoked_at": device.revoked_at,
-                     "status": "revoked" if device.revoked_at else "pending" if pending else "active"})
+                     "last_seen_at": device.last_seen_at, "revoked_at": device.revoked_at, "status": status})
     if args.json:
         print(json.dumps({"devices": rows}, ensure_ascii=False))
         return 0

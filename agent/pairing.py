@@ -1,7 +1,7 @@
 """Pairing phones with the agent, and the bearer tokens that paired devices send.
 
 ``qsign agent pair --user ID`` makes a one-time code and records a pending device for that user with
-the code's SHA-256 and expiry. The phone POSTs the code and a device name; the agent checks that the
+the code's SHA-256 and expiry. The phone POSTs the code and a device name. The agent checks that the
 code is unused and unexpired, marks it used, and returns a bearer token ``qs1.<device id>.<secret>``.
 Only the SHA-256 of the secret is stored. Codes and secrets come from ``secrets`` and carry 60 and 256
 bits, so an unsalted SHA-256 is enough to keep them from being read back out of the database.
@@ -103,7 +103,7 @@ def redeem_pairing_code(archive: Archive, code: str, device_name: str) -> Paired
     if failure is not None:
         archive.audit("anonymous", "device.pairing_failed", "failure", reason=failure.code,
                       device=failure.ids.get("device"))
-        _logger.info("pairing refused: %s", failure.code)
+        _logger.info("pairing failed: %s", failure.code)
         raise failure
     _logger.info("device %s paired for user %s", device.id, device.owner)
     return PairedDevice(device_id=device.id, user=str(device.owner), name=device_name,

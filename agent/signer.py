@@ -1,8 +1,8 @@
 """The signing step of a request: open the signer's key with the PIN, check it against the policy, sign.
 
-The original is exported from the archive to a work file, signed to a second work file, and the result
-is stored in the archive; the work files are removed whatever happens, so a failed or interrupted
-signature leaves nothing in the store or on the request.
+The workflow exports the original from the archive to a work file and signs it to a second work file;
+only a finished signature is stored in the archive. The workflow removes both work files whatever
+happens, so a failed or interrupted signature leaves nothing in the store or on the request.
 """
 
 from __future__ import annotations
@@ -69,13 +69,15 @@ def _pades_options(template: Template, policy_dir: Path) -> PadesOptions:
         if template.seal.image:
             image = Path(template.seal.image)
             image = image if image.is_absolute() else policy_dir / image
+        # NOTE: the seal's ``text`` from the policy is not drawn yet; the appearance shows the signer's
+        # name and the signing time, which is what signing.appearance draws.
         visible = VisibleSignature(page=template.seal.page, rect=template.seal.rect, seal_image=image)
     return PadesOptions(reason=template.reason, location=template.location, visible=visible)
 
 
 async def sign_document(key: TokenKey, config: Config, inputs: SignInputs, policy_dir: Path,
                         pause_before_sign: float = 0.0) -> SignResult:
-    """Sign ``inputs.source`` into ``inputs.output`` with PAdES or detached CAdES, as the template says."""
+    """Sign ``inputs.source`` into ``inputs.output`` with PAdES or detached CAdES, as the template sets."""
     signer = TokenSigner(key, chain=load_chain(config))
     if pause_before_sign:
         await asyncio.sleep(pause_before_sign)

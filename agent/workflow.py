@@ -408,6 +408,7 @@ class Workflow:
 
 class _Interrupted(QsignError):
     code = "interrupted"
+    message_template = N_("The signature was interrupted before it finished; nothing was signed. Retry.")
 
 
 def request_to_dict(record: RequestRecord, policy: Policy, language: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Makes a state dir with ``qsign softhsm init``, adds one operator per client to i
 ``qsign agent serve`` on 127.0.0.1 in a subprocess and pairs one device per client. Each client then
 repeats: create a request (upload a one-page PDF), read it, poll its state through the list of its own
 requests, and read ``/healthz``. ``/healthz`` does no database work and no authentication, so its row
-is the floor that the HTTP stack and the event loop set; the ratio column compares each endpoint with it.
+is the floor that the HTTP stack and the event loop set. The ratio column compares each endpoint with it.
 
     python benchmarks/agent_latency.py --clients 50 --rounds 20
 """

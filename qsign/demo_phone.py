@@ -57,7 +57,7 @@ class _Phone:
                 body = await response.read()
                 if response.status >= 400:
                     error = json.loads(body)
-                    raise InvalidInput(N_("The agent answered {status} to {path}: {code} {message}"),
+                    raise InvalidInput(N_("The agent returned {status} for {path}: {code} {message}"),
                                        status=response.status, path=path, code=error.get("code"),
                                        message=error.get("message"))
                 return json.loads(body) if response.content_type == "application/json" else body

@@ -1,7 +1,7 @@
 """An agent started as ``qsign agent serve`` on 127.0.0.1 in a subprocess, on a copy of the test state dir.
 
-Each test module copies the session's SoftHSM2 state dir (tokens included) so that it can change the
-policy, the ``[agent]`` settings or the tokens without affecting other tests, and pairs devices
+Each test module copies the session's SoftHSM2 state dir (tokens included), so it can change the
+policy, the ``[agent]`` settings or the tokens without affecting other tests. It pairs devices
 through ``agent.pairing`` on the same archive database the agent uses.
 """
 
