@@ -2,9 +2,9 @@
 
 libcacard (Debian ``libcacard0``) emulates a CAC card whose keys and certificates live in an NSS
 database; its PIN is the password of that database. This module drives it through ctypes and speaks
-the vpcd protocol to pcscd: every frame is a 2-byte big-endian length and a payload; a 1-byte payload
-is a control code (0 power off, 1 power on, 2 reset, 4 ATR request), anything longer is a command APDU
-whose response APDU goes back in one frame. Connecting is a tap of the card, disconnecting a removal.
+the vpcd protocol to pcscd. Every frame is a 2-byte big-endian length and a payload. A 1-byte payload
+is a control code (0 power off, 1 power on, 2 reset, 4 ATR request). A longer one is a command APDU,
+and its response APDU goes back in one frame. Connecting is a tap of the card, disconnecting a removal.
 
 Run as ``python -m softhsm_setup.cacard_bridge --nss-db DIR`` (inside the rig's network namespace,
 where vpcd listens), or through the qsign relay with ``--relay-token`` and the relay's ``--host``/``--port``.
@@ -45,13 +45,13 @@ NSS_INTERNAL_SLOT = "NSS Certificate DB"
 
 
 class CardBridgeError(Exception):
-    """libcacard or the vpcd connection failed; the message says which step."""
+    """libcacard or the vpcd connection failed; the message names the step."""
 
 
 class CacardEmulator:
     """One libcacard virtual reader with an emulated CAC card over an NSS database.
 
-    libcacard keeps global state, so a process holds at most one emulator. ``nss_db`` is the
+    libcacard keeps global state, so a process can have at most one emulator. ``nss_db`` is the
     directory of an ``sql:`` NSS database; ``certificates`` are the nicknames of the (at most three)
     certificates whose private keys the card offers.
     """
@@ -145,7 +145,7 @@ def read_frame(connection: socket.socket | ssl.SSLSocket, quick_ack: bool = True
 def write_frame(connection: socket.socket | ssl.SSLSocket, payload: bytes) -> None:
     """Send one vpcd frame: the payload length as 2 bytes big-endian, then the payload."""
     if len(payload) > 0xFFFF:
-        raise CardBridgeError(f"a vpcd frame holds at most 65535 bytes, not {len(payload)}")
+        raise CardBridgeError(f"vpcd frame payload too long: {len(payload)} bytes, the maximum is 65535")
     connection.sendall(struct.pack(">H", len(payload)) + payload)
 
 
@@ -159,7 +159,7 @@ class VpcdBridge:
         self.commands = 0
 
     def serve(self, connection: socket.socket | ssl.SSLSocket) -> None:
-        """Answer vpcd's control codes and APDUs on ``connection``; return when it closes."""
+        """Handle vpcd's control codes and APDUs on ``connection`` until the connection closes."""
         atr = self.emulator.power_on()
         while True:
             try:

@@ -1,7 +1,7 @@
 """The virtual smart-card rig: pcscd with vpcd in a private network namespace, and libcacard cards.
 
-``qsign softhsm card up`` creates the network namespace (only a loopback interface, so vpcd's ports,
-which vpcd binds on all interfaces, are reachable from nowhere else), starts pcscd in it with a
+``qsign softhsm card up`` creates the network namespace, which has only a loopback interface, so
+vpcd's ports (bound on all interfaces) are reachable from nowhere else. It starts pcscd in it with a
 reader config under the state dir, and makes the NSS databases of two virtual CAC cards whose
 certificates the state dir's test CA issues. pcscd's socket directory is a private bind mount of
 ``<state>/card/run`` over ``/run/pcscd`` inside the namespace's mount namespace, so a system pcscd is
@@ -64,7 +64,7 @@ class RigError(QsignError):
 
 @dataclass(frozen=True)
 class CardSpec:
-    """A virtual CAC card: its NSS database holds one RSA-2048 key and its certificate."""
+    """A virtual CAC card: its NSS database contains one RSA-2048 key and its certificate."""
 
     name: str
     nickname: str
@@ -87,7 +87,7 @@ CARD_PIN = "24681357"
 
 
 class Step(enum.Enum):
-    """What a rig command did, for its report."""
+    """Outcome of one step of a rig command, for its report."""
 
     CREATED = "created"
     EXISTS = "exists"
@@ -303,8 +303,9 @@ class CardRig:
                 continue
             finally:
                 probe.close()
-            # vpcd takes the probe for a card and sees it leave again; pcscd shows nothing of it
-            # to clients but needs a moment to accept the next connection.
+            # vpcd treats the probe as a card that connects and leaves at once; pcscd checks for a card
+            # every 400 ms, so clients rarely see it. NOTE: the pause before the first tap is a guess
+            # that vpcd needs time to drop the probe; it was not measured.
             time.sleep(0.1)
             return
 
@@ -420,7 +421,7 @@ class CardRig:
                 return False
         except ChildProcessError:
             pass
-        # A process started by an earlier qsign command is not this process's child; once it exits it
+        # A process started by an earlier qsign command is not this process's child. Once it exits it
         # may stay a zombie until its new parent reaps it, and kill(pid, 0) still succeeds on a zombie.
         try:
             with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:

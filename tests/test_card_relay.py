@@ -76,7 +76,7 @@ def frame(payload: bytes) -> bytes:
 
 
 class RecordingVpcd:
-    """A stand-in for vpcd on 127.0.0.1 that records connections and bytes and answers each frame with 90 00."""
+    """A stand-in for vpcd on 127.0.0.1 that records connections and bytes and replies 90 00 to each frame."""
 
     def __init__(self) -> None:
         self.connections = 0
@@ -247,7 +247,7 @@ async def start_relay_in_rig(rig, tls_files, vpcd_leg: bytearray) -> tuple[VpcdR
     return relay, server, listener.getsockname()[1]
 
 
-async def test_card_through_relay_signs_without_pin_on_the_wire(empty_readers, tls_files):
+async def test_relay_card_signs_without_clear_pin(empty_readers, tls_files):
     rig = empty_readers
     tls_leg, vpcd_leg = bytearray(), bytearray()
     relay, relay_server, relay_port = await start_relay_in_rig(rig, tls_files, vpcd_leg)

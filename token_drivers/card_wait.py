@@ -1,7 +1,7 @@
 """Waiting for the officer's card: driven by PC/SC events, decided by the officer's certificate.
 
 ``wait_for_token`` yields ``waiting_for_token`` first, then for every card that appears (or is
-already present) either ``token_present`` (its token holds the certificate; the wait ends),
+already present) either ``token_present`` (its token contains the certificate; the wait ends),
 ``wrong_token`` (another person's card; the wait goes on) or ``unknown_card`` (no PKCS#11 module is
 known for its ATR, or the module shows no token for it; the wait goes on). It raises
 ``TokenWaitTimedOut`` when no right card appears in time. Nothing polls: the wait sleeps until the
@@ -90,7 +90,7 @@ async def _check_card(reader: str, card: CardIdentity | None, certificate_der_by
 
 
 async def wait_for_token(source: CardEventSource, certificate: Any, timeout: float) -> AsyncIterator[WaitEvent]:
-    """Yield the steps of waiting for a card that holds ``certificate`` (asn1crypto, cryptography or DER).
+    """Yield the steps of waiting for a card that contains ``certificate`` (asn1crypto, cryptography or DER).
 
     ``source`` must be started. The generator returns after ``token_present`` and raises
     ``TokenWaitTimedOut`` after ``timeout`` seconds without one.

@@ -95,7 +95,7 @@ def find_certificate_on_reader(module: Pkcs11Module, reader: str, certificate: A
     """Look for ``certificate`` on the token in ``reader`` without logging in.
 
     Returns ``None`` when the reader has no token the module can read, else a ``CardToken`` whose
-    ``key_id`` is the certificate's ``CKA_ID`` or ``None`` when the token holds other certificates.
+    ``key_id`` is the certificate's ``CKA_ID`` or ``None`` when the token contains only other certificates.
     """
     wanted = certificate_der(certificate)
     with module.lock:
@@ -156,7 +156,7 @@ def _card_was_removed(reader: str) -> bool:
 class CardKey:
     """A ``TokenKey`` on a card, whose failures caused by pulling the card raise ``device_removed``.
 
-    OpenSC 0.23 answers a signature whose card left mid-command with CKR_GENERAL_ERROR, and later
+    OpenSC 0.23 fails a signature whose card left mid-command with CKR_GENERAL_ERROR, and later
     calls with CKR_SESSION_HANDLE_INVALID, not CKR_DEVICE_REMOVED. After such an error this class asks
     pcscd whether the reader still holds a card and, if not, raises ``DeviceRemoved``. Every other
     attribute is the ``TokenKey``'s, so ``signing.TokenSigner`` accepts a ``CardKey``.

@@ -110,7 +110,7 @@ class CardEvent:
 
 @dataclass
 class ReaderState:
-    """What the monitor knows about a reader: whether a card is in it, and the card's ATR."""
+    """The monitor's view of a reader: whether a card is in it, and the card's ATR."""
 
     name: str
     card_present: bool = False

@@ -1,9 +1,9 @@
 """Relay for phone card readers: vpcd frames from an authenticated TLS client to vpcd on 127.0.0.1.
 
 vpcd listens on a fixed port on all interfaces and carries each APDU, including the PIN inside
-VERIFY, in clear. A phone reader app therefore connects to this relay instead: over TLS, it first
-sends one hello frame with its paired device's bearer token, and only after ``authenticate``
-accepts the token does the relay open the connection to vpcd and copy frames both ways. Before that,
+VERIFY, in clear. A phone reader app therefore connects to this relay instead, over TLS. It first
+sends one hello frame with its paired device's bearer token. Only after ``authenticate`` accepts
+the token does the relay open the connection to vpcd and copy frames both ways. Before that,
 not one byte reaches vpcd, and a rejected client gets ``HELLO_REJECTED`` and is disconnected.
 
 Frames are vpcd's: a 2-byte big-endian length, then the payload. The hello payload is
