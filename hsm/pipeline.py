@@ -270,8 +270,14 @@ class _Scheduler:
                              document_hashes=[outcome.input.sha256, outcome.output.sha256])
                     self.counts[ItemState.RECORDED.value] += 1
                 else:
+                    input_sha256 = None
+                    if outcome.input is not None:
+                        # The worker stored the input before the document failed; record it, so that
+                        # the stored file has its record.
+                        tx.record_document(outcome.input, DocumentKind.ORIGINAL, media_type="application/pdf")
+                        input_sha256 = outcome.input.sha256
                     tx.set_job_item(self.job_id, outcome.key, state=ItemState.FAILED.value,
-                                    error_code=outcome.error_code or "signing_failed")
+                                    input_sha256=input_sha256, error_code=outcome.error_code or "signing_failed")
                     tx.audit(self.actor, "bulk.document_failed", AuditOutcome.FAILURE,
                              reason=outcome.error_code, object_ids=ids)
                     self.counts[ItemState.FAILED.value] += 1

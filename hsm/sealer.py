@@ -2,7 +2,8 @@
 
 One ``Sealer`` lives in each worker process and owns that process's only ``TokenKey``, so every
 PKCS#11 call of the process comes from one thread. A chunk of documents goes through the steps
-together: each document is copied to a partial file and prepared up to its byte-range digest, then
+together: each document's input is written to the document store and, in the same read, copied to
+a partial file, which is prepared up to its byte-range digest; then
 all digests are signed on the token one after another, then each signature is embedded.
 
 Files of one document, all in the output directory tree so that renames stay on one file system:
@@ -98,16 +99,44 @@ class _Prepared:
     task: ItemTask
     handle: BinaryIO
     prepared_digest: PreparedByteRangeDigest
-    input_sha256: str
-    input_size: int
+    #: The input in the document store, written while it was copied to the partial file.
+    stored_input: StoredFile
     cms: bytes | None = None
     attempts: int = 0
+
+
+class _CopyingReader:
+    """A reader over the input that writes every block it returns to ``copy`` as well.
+
+    The document store reads the input through it, so one read of the input both stores it and
+    makes the partial file that is then signed.
+    """
+
+    def __init__(self, reader: BinaryIO, copy: BinaryIO) -> None:
+        self.reader = reader
+        self.copy = copy
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.reader.read(size)
+        if block:
+            self.copy.write(block)
+        return block
+
+
+class _PrepareFailed(Exception):
+    """A document failed after its input was stored; the failure record names that input."""
+
+    def __init__(self, error: QsignError, stored_input: StoredFile) -> None:
+        super().__init__(error.code)
+        self.error = error
+        self.stored_input = stored_input
 
 
 @dataclass
 class _Chunk:
     outcomes: list[ItemOutcome] = field(default_factory=list)
-    to_publish: list[tuple[ItemTask, Path]] = field(default_factory=list)
+    #: (task, signed copy, stored input or None when the input must still be stored) to publish.
+    to_publish: list[tuple[ItemTask, Path, StoredFile | None]] = field(default_factory=list)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -210,6 +239,9 @@ class Sealer:
         for task in tasks:
             try:
                 item = self._resume_or_prepare(task, chunk)
+            except _PrepareFailed as failure:
+                emit(self._failed(task, failure.error, failure.stored_input))
+                continue
             except QsignError as error:
                 emit(self._failed(task, error))
                 continue
@@ -231,15 +263,15 @@ class Sealer:
                 self._finish(item)
                 renamed.append(item)
             except QsignError as error:
-                emit(self._failed(item.task, error))
+                emit(self._failed(item.task, error, item.stored_input))
         if renamed:
             _fsync_directory(Path(renamed[0].task.partial_dir))
         for item in renamed:
-            chunk.to_publish.append((item.task, partial_paths(item.task)[1]))
+            chunk.to_publish.append((item.task, partial_paths(item.task)[1], item.stored_input))
 
-        for task, signed_path in chunk.to_publish:
+        for task, signed_path, stored_input in chunk.to_publish:
             try:
-                emit(self._publish(task, signed_path))
+                emit(self._publish(task, signed_path, stored_input))
             except OSError as error:
                 _logger.warning("publishing %s failed: %s", task.key, error)
                 emit(self._failed(task, OutputWriteFailed(path=task.output, reason=error.strerror or str(error),
@@ -247,11 +279,12 @@ class Sealer:
         for outcome in chunk.outcomes:
             emit(outcome)
 
-    def _failed(self, task: ItemTask, error: QsignError) -> ItemOutcome:
+    def _failed(self, task: ItemTask, error: QsignError, stored_input: StoredFile | None = None) -> ItemOutcome:
         _logger.info("document %s failed: %s", task.key, error.code)
         partial, _signed = partial_paths(task)
         partial.unlink(missing_ok=True)
-        return ItemOutcome(key=task.key, state="failed", error_code=error.code, error_message=error.message("en"))
+        return ItemOutcome(key=task.key, state="failed", input=stored_input, error_code=error.code,
+                           error_message=error.message("en"))
 
     def _resume_or_prepare(self, task: ItemTask, chunk: _Chunk) -> _Prepared | None:
         """Take over what an earlier run left, or prepare the document; None when nothing is left to sign."""
@@ -268,7 +301,7 @@ class Sealer:
         if signed.exists():
             if _is_signed_copy(signed, source):
                 _logger.info("document %s: signed copy from an earlier run; publishing it", task.key)
-                chunk.to_publish.append((task, signed))
+                chunk.to_publish.append((task, signed, None))
                 return None
             signed.unlink()
         # A partial file holds a signature that was never published, or none: start again.
@@ -281,16 +314,12 @@ class Sealer:
         check_pdf_header(source)
         ids = {"path": task.source}
 
-        digest = hashlib.sha256()
-        size = 0
         descriptor = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         handle = os.fdopen(descriptor, "w+b")
+        stored_input: StoredFile | None = None
         try:
             with source.open("rb") as reader:
-                for block in iter(lambda: reader.read(COPY_CHUNK_SIZE), b""):
-                    digest.update(block)
-                    handle.write(block)
-                    size += len(block)
+                stored_input = self.store.write(_CopyingReader(reader, handle))
             handle.seek(0)
 
             writer = _open_writer(handle, source, None)
@@ -318,12 +347,16 @@ class Sealer:
                 raise SigningFailed(path=task.source, reason=str(error), ids=ids) from error
             except _MALFORMED_ERRORS as error:
                 raise PdfMalformed(path=task.source, reason=str(error) or type(error).__name__, ids=ids) from error
-        except BaseException:
+        except BaseException as error:
             handle.close()
             partial.unlink(missing_ok=True)
-            raise
-        return _Prepared(task=task, handle=handle, prepared_digest=prepared_digest,
-                         input_sha256=digest.hexdigest(), input_size=size)
+            if stored_input is None or not isinstance(error, Exception):
+                raise
+            if not isinstance(error, QsignError):  # a pyHanko path that raises something unexpected
+                _logger.exception("preparing %s failed", task.key)
+                error = SigningFailed(path=task.source, reason=type(error).__name__, ids=ids)
+            raise _PrepareFailed(error, stored_input) from error
+        return _Prepared(task=task, handle=handle, prepared_digest=prepared_digest, stored_input=stored_input)
 
     def _sign_all(self, prepared: list[_Prepared], emit: Callable[[ItemOutcome], None]) -> None:
         """Sign the digests of the chunk one after another; reopen the session once per lost session."""
@@ -338,7 +371,7 @@ class Sealer:
                 except TokenError as error:
                     if error.code not in RECOVERABLE_TOKEN_CODES or item.attempts > 1:
                         item.handle.close()
-                        emit(self._failed(item.task, error))
+                        emit(self._failed(item.task, error, item.stored_input))
                         signature = None
                         break
                     _logger.warning("token session failed (%s) while signing %s; opening it again and retrying",
@@ -367,7 +400,7 @@ class Sealer:
         testhooks.kill_point("before-rename", "worker")
         os.replace(partial, signed)
 
-    def _publish(self, task: ItemTask, signed: Path) -> ItemOutcome:
+    def _publish(self, task: ItemTask, signed: Path, stored_input: StoredFile | None) -> ItemOutcome:
         output = Path(task.output)
         testhooks.kill_point("before-publish", "worker")
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -379,11 +412,12 @@ class Sealer:
         _fsync_directory(output.parent)
         testhooks.kill_point("after-publish", "worker")
         signed.unlink(missing_ok=True)
-        return self._store(task, adopted=False)
+        return self._store(task, adopted=False, stored_input=stored_input)
 
-    def _store(self, task: ItemTask, adopted: bool) -> ItemOutcome:
-        """Store the input and the published output in the archive's document store."""
-        stored_input = self.store.write(Path(task.source))
+    def _store(self, task: ItemTask, adopted: bool, stored_input: StoredFile | None = None) -> ItemOutcome:
+        """Store the published output (and the input, unless stored already) in the archive's document store."""
+        if stored_input is None:
+            stored_input = self.store.write(Path(task.source))
         stored_output = self.store.write(Path(task.output))
         testhooks.kill_point("after-store", "worker")
         return ItemOutcome(key=task.key, state="written", input=stored_input, output=stored_output, adopted=adopted)

@@ -1,7 +1,9 @@
 """Bulk sealing (``qsign bulk``) on the SoftHSM2 seal keys: outputs, records, kills and resume, bad input.
 
 The jobs run the ``qsign`` CLI in subprocesses, as an operator would, with the session's state dir.
-Each test uses its own input and output directories and its own job.
+Each test uses its own input and output directories and its own job. The certificates of the state
+dir name the test PKI's OCSP responder and TSA, so ``pki_services`` serves them on 127.0.0.1 for the
+tests that verify with revocation data or seal at level B-T.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import random
 import shutil
 import stat
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,9 @@ import pytest
 from archive.api import Archive
 from hsm.errors import ZipUnsafe
 from hsm.inputs import ZipLimits, extract_zip
+from qsign.config import load_config
+from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
+from softhsm_setup.pki_server import PkiServer
 from conftest import run_qsign
 from helpers.signing_checks import make_encrypted_pdf, validate_pdf
 from verify_service.trust import trust_from_config
@@ -26,6 +32,15 @@ from verify_service.validate import verify_file
 
 REAL = Path(__file__).parent / "data" / "real"
 SAMPLE = REAL / "xiaoshan-sample.pdf"
+
+
+@pytest.fixture(scope="module")
+def pki_services(softhsm_state: Path) -> Iterator[PkiServer]:
+    """The OCSP responder, CRLs and TSA of ``softhsm_state`` at the base URL its certificates name."""
+    urls = PkiUrls.parse(load_config(softhsm_state).section("pki").get("base_url") or DEFAULT_PKI_BASE_URL)
+    server = PkiServer(softhsm_state, "127.0.0.1", urls.port).start()
+    yield server
+    server.stop()
 
 
 def _make_inputs(directory: Path, copies: int) -> list[str]:
@@ -89,14 +104,13 @@ def _check_job(state_dir: Path, job_id: str, out_dir: Path, sealed_keys: list[st
         assert statuses[0].bottom_line, f"{entry['item']}: {statuses[0].summary()}"
         if qsign_verify:
             if config_trust is None:
-                from qsign.config import load_config
-                config_trust = trust_from_config(load_config(state_dir))
+                config_trust = trust_from_config(load_config(state_dir), online=True)
             report = verify_file(entry["output"], trust=config_trust)
             assert str(report.verdict.value if hasattr(report.verdict, "value") else report.verdict) == "TOTAL_PASSED", entry["item"]
     return status
 
 
-def test_bulk_seals_directory(softhsm_state, tmp_path):
+def test_bulk_seals_directory(softhsm_state, pki_services, tmp_path):
     keys = _make_inputs(tmp_path / "in", 4)
 
     completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out",
@@ -108,7 +122,7 @@ def test_bulk_seals_directory(softhsm_state, tmp_path):
     _check_job(softhsm_state, job_id, tmp_path / "out", keys, qsign_verify=True)
 
 
-def test_bulk_ec_profile_with_globs(softhsm_state, tmp_path):
+def test_bulk_ec_profile_with_globs(softhsm_state, pki_services, tmp_path):
     _make_inputs(tmp_path / "in", 3)
 
     completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal_ec", "--out",
@@ -142,6 +156,13 @@ def test_bulk_mixed_batch(softhsm_state, tmp_path):
     assert codes["in/letter.txt"] == "not_a_pdf"
     assert codes["in/empty.pdf"] == "input_empty"
     assert codes["in/locked.pdf"] == "pdf_encrypted"
+    # An input that failed after it was copied is recorded by its hash, so no stored file lacks a record.
+    with Archive.open(softhsm_state) as archive:
+        with archive.transaction() as tx:
+            items = {item.item_key: item for item in tx.get_job_items(status["job"])}
+        truncated_sha256 = hashlib.sha256((inputs / "truncated.pdf").read_bytes()).hexdigest()
+        assert items["in/truncated.pdf"].input_sha256 == truncated_sha256
+        assert archive.get_document(truncated_sha256) is not None
 
 
 def test_bulk_never_replaces_existing_output(softhsm_state, tmp_path):
