@@ -1,8 +1,8 @@
 """The web pages as an aiohttp sub-application under ``/web``: middleware, sessions, CSRF, CSP, templates.
 
 ``setup_web(app, workflow, settings)`` mounts the pages on the agent's application and redirects ``/``
-to them. Pages are rendered on the server with Jinja2 (aiohttp-jinja2); the only script is
-``static/app.js`` (live state and seal placement), and the Content-Security-Policy forbids inline
+to them. Pages are rendered on the server with Jinja2 (aiohttp-jinja2). The only script is
+``static/app.js`` (live state and seal placement), because the Content-Security-Policy forbids inline
 scripts and styles. Every POST must carry the CSRF token of the session (see ``agent.web.auth``).
 """
 
@@ -45,7 +45,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 @dataclass
 class WebServices:
-    """What the page handlers share: the workflow, the settings and the sign-in stores."""
+    """Services shared by the page handlers: the workflow, the settings and the sign-in stores."""
 
     workflow: Workflow
     settings: AgentSettings

@@ -1,6 +1,6 @@
 """Sign-in for the web pages: argon2 password hashes, browser sessions and CSRF tokens.
 
-A browser session is a device record in the archive, like a paired phone: the session cookie holds a
+A browser session is a device record in the archive, like a paired phone: the session cookie contains a
 bearer token ``qs1.<device id>.<secret>`` of which only the SHA-256 is stored. A password sign-in
 registers a device of kind ``web_login`` that expires after ``SESSION_LIFETIME``; a phone that pairs
 through the web page keeps the device that the pairing code made. Revoking the device in the

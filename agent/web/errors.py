@@ -1,4 +1,4 @@
-"""Errors of the web pages, each with a message that says what to do next."""
+"""Errors of the web pages, each with a message that tells the user what to do next."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ ROLE_LABELS = {
     "admin": N_("Administrator"),
 }
 
-#: What the officer can do after a signature failed with a code that the event stream reports.
+#: Next step for the officer after a signature failed, by the error code that the event stream reports.
 FAILURE_HINTS = {
     "pin_incorrect": N_("The PIN is wrong. Enter the PIN again; after a few wrong PINs the token locks."),
     "pin_locked": N_("The token's PIN is locked. Ask the administrator to unlock it with the PUK."),

@@ -1,8 +1,8 @@
 """Form fields of the administrator's user and template editors, to and from policy file tables.
 
-The forms send strings; these functions turn them into the TOML tables of the policy file, and raise
-``form_invalid`` naming the field for what ``policies.parse_policy`` cannot check itself (numbers that
-do not parse, an id that is not a policy key). Date-times in the forms are UTC.
+The forms send strings, and these functions turn them into the TOML tables of the policy file. They
+raise ``form_invalid``, naming the field, for what ``policies.parse_policy`` cannot check itself: numbers
+that do not parse, or an id that is not a valid policy key. Date-times in the forms are UTC.
 """
 
 from __future__ import annotations

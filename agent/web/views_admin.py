@@ -88,7 +88,7 @@ async def set_password(request: web.Request) -> web.Response:
     web_services = services(request)
     password = str(form.get("password", ""))
     if user_id not in web_services.workflow.policy.users:
-        raise FormInvalid(detail=f"user {user_id}")
+        raise FormInvalid(detail=f"unknown user {user_id!r}")
     if len(password) < MIN_PASSWORD_LENGTH:
         gettext = request["gettext"]
         return await users_page(request, gettext("A password needs at least {count} characters.").format(
@@ -174,7 +174,7 @@ def _save_seal_image(policy_dir: Path, template_id: str, upload: web.FileField) 
 
 
 async def seal_preview(request: web.Request) -> web.Response:
-    """An A4 page with a grid and, when ``rect`` is given, the seal rectangle, for placing the seal."""
+    """Draw an A4 page with a grid and, when ``rect`` is given, the seal rectangle, for placing the seal."""
     _admin(request)
     width, height = (round(A4_POINTS[0] * PREVIEW_SCALE), round(A4_POINTS[1] * PREVIEW_SCALE))
     image = Image.new("RGB", (width, height), "white")

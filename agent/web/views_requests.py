@@ -27,7 +27,7 @@ _logger = logging.getLogger(__name__)
 
 #: Seconds the sign form waits for the signature before it shows the live state page instead.
 SIGN_FORM_WAIT = 1.5
-#: Pages shown as images on a request page; a longer document shows this many and says so.
+#: Pages shown as images on a request page; for a longer document the page notes how many are not shown.
 MAX_PREVIEW_PAGES = 30
 SSE_KEEPALIVE = 15.0
 
