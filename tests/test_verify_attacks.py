@@ -13,7 +13,7 @@ import pytest
 import verify_attacks as attacks
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign import fields, signers
-from verify_pki import TestPki, real_pdf, sign_pdf_bytes, test_pki  # noqa: F401  (fixtures)
+from verify_pki import TestPki, add_document_timestamp, real_pdf, sign_pdf_bytes, test_pki  # noqa: F401  (fixtures)
 
 from verify_service.report import Report
 from verify_service.trust import trust_from_files
@@ -140,3 +140,44 @@ def test_bytes_appended_after_signed_range(signed: bytes, test_pki: TestPki, tmp
     signature = report.signatures[0]
     assert (signature.intact, signature.valid, signature.coverage) == (True, True, "entire_revision")
     assert "unexplained_bytes_after_signature" in signature.errors
+
+
+@pytest.fixture(scope="module")
+def signed_form(test_pki: TestPki) -> bytes:
+    """A real PDF with a visible text field Amount = 100.00 and an empty signature field, then signed."""
+    with_field = attacks.with_text_field(real_pdf(SOURCE).read_bytes())
+    writer = IncrementalPdfFileWriter(io.BytesIO(with_field), strict=False)
+    fields.append_signature_field(writer, fields.SigFieldSpec("Signature2"))
+    output = io.BytesIO()
+    writer.write(output)
+    return sign_pdf_bytes(output.getvalue(), test_pki.signer)
+
+
+@pytest.mark.parametrize("appearance", [True, False], ids=["value_and_appearance", "value_only"])
+def test_form_field_changed_after_approval(signed_form: bytes, test_pki: TestPki, tmp_path: Path,
+                                           appearance: bool) -> None:
+    """pyHanko allows form filling after an approval signature; a changed text field still changes what
+    the document shows, so the signature is INDETERMINATE and the report names the field."""
+    untouched = _verify(signed_form, test_pki, tmp_path, "form.pdf")
+    report = _verify(attacks.fill_text_field(signed_form, "900.00", appearance=appearance), test_pki, tmp_path)
+
+    assert untouched.verdict == "TOTAL_PASSED"
+    assert (report.verdict, report.sub_indication) == ("INDETERMINATE", "SIG_CONSTRAINTS_FAILURE")
+    signature = report.signatures[0]
+    assert (signature.intact, signature.valid, signature.trusted) == (True, True, True)
+    assert signature.modifications == "form_filling"
+    assert "form field Amount" in signature.changed_objects
+    assert "form_field_changed_after_signing" in signature.errors
+
+
+def test_later_signature_and_timestamp_still_pass(signed_form: bytes, test_pki: TestPki, tmp_path: Path) -> None:
+    """Signing the empty signature field and adding a document timestamp change no visible content."""
+    countersigned = sign_pdf_bytes(signed_form, test_pki.signer, "Signature2")
+    report = _verify(add_document_timestamp(countersigned, test_pki.timestamper), test_pki, tmp_path)
+
+    assert (report.verdict, report.sub_indication) == ("TOTAL_PASSED", None)
+    first, second, timestamp = report.signatures
+    assert first.modifications == "form_filling"
+    assert first.changed_objects == ["form field Signature2"]
+    assert second.modifications == "lta_updates"
+    assert "form_field_changed_after_signing" not in first.errors + second.errors + timestamp.errors

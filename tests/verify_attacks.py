@@ -235,3 +235,66 @@ def _write(writer) -> bytes:
     output = io.BytesIO()
     writer.write(output)
     return output.getvalue()
+
+
+def _text_appearance(writer, font_ref: generic.IndirectObject, value: str) -> generic.IndirectObject:
+    stream = generic.StreamObject({
+        generic.NameObject("/Type"): generic.NameObject("/XObject"),
+        generic.NameObject("/Subtype"): generic.NameObject("/Form"),
+        generic.NameObject("/BBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 200, 30)]),
+        generic.NameObject("/Resources"): generic.DictionaryObject({
+            generic.NameObject("/Font"): generic.DictionaryObject({generic.NameObject("/Helv"): font_ref})}),
+    }, stream_data=f"/Tx BMC BT /Helv 12 Tf 2 10 Td ({value}) Tj ET EMC".encode("ascii"))
+    return writer.add_object(stream)
+
+
+def with_text_field(data: bytes, name: str = "Amount", value: str = "100.00") -> bytes:
+    """An update that adds a visible text field with a value and its appearance to page 1 (unsigned)."""
+    writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
+    page_ref, page = _first_page(writer)
+    font_ref = writer.add_object(generic.DictionaryObject({
+        generic.NameObject("/Type"): generic.NameObject("/Font"),
+        generic.NameObject("/Subtype"): generic.NameObject("/Type1"),
+        generic.NameObject("/BaseFont"): generic.NameObject("/Helvetica"),
+    }))
+    field_ref = writer.add_object(generic.DictionaryObject({
+        generic.NameObject("/FT"): generic.NameObject("/Tx"),
+        generic.NameObject("/T"): generic.TextStringObject(name),
+        generic.NameObject("/V"): generic.TextStringObject(value),
+        generic.NameObject("/DA"): generic.TextStringObject("/Helv 12 Tf 0 g"),
+        generic.NameObject("/Type"): generic.NameObject("/Annot"),
+        generic.NameObject("/Subtype"): generic.NameObject("/Widget"),
+        generic.NameObject("/Rect"): generic.ArrayObject([generic.NumberObject(n) for n in (50, 50, 250, 80)]),
+        generic.NameObject("/F"): generic.NumberObject(4),
+        generic.NameObject("/P"): page_ref,
+        generic.NameObject("/AP"): generic.DictionaryObject(
+            {generic.NameObject("/N"): _text_appearance(writer, font_ref, value)}),
+    }))
+    annotations = generic.ArrayObject(list(page.get("/Annots", generic.ArrayObject())) + [field_ref])
+    page[generic.NameObject("/Annots")] = annotations
+    writer.update_container(page)
+    writer.root[generic.NameObject("/AcroForm")] = generic.DictionaryObject({
+        generic.NameObject("/Fields"): generic.ArrayObject([field_ref]),
+        generic.NameObject("/DR"): generic.DictionaryObject({generic.NameObject("/Font"): generic.DictionaryObject(
+            {generic.NameObject("/Helv"): font_ref})}),
+    })
+    writer.update_root()
+    return _write(writer)
+
+
+def fill_text_field(data: bytes, value: str, name: str = "Amount", appearance: bool = True) -> bytes:
+    """An update that sets a text field's value and, with ``appearance``, a matching appearance stream
+    (what a viewer saves after form filling; pyHanko allows it after an approval signature)."""
+    writer = IncrementalPdfFileWriter(io.BytesIO(data), strict=False)
+    for field_ref in writer.root["/AcroForm"]["/Fields"]:
+        field = field_ref.get_object()
+        if field.get("/T") != name:
+            continue
+        field[generic.NameObject("/V")] = generic.TextStringObject(value)
+        if appearance:
+            font_ref = writer.root["/AcroForm"]["/DR"]["/Font"].raw_get("/Helv")
+            field[generic.NameObject("/AP")] = generic.DictionaryObject(
+                {generic.NameObject("/N"): _text_appearance(writer, font_ref, value)})
+        writer.update_container(field)
+        return _write(writer)
+    raise ValueError(f"no text field {name}")

@@ -7,6 +7,8 @@ derives the indication, the sub-indication and the per-signature verdict from th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from asn1crypto import x509
 from pyhanko.sign.ades.report import AdESFailure, AdESIndeterminate, AdESStatus, AdESSubIndic
 from pyhanko.sign.diff_analysis import DiffResult
@@ -49,6 +51,9 @@ _DEFINITELY_UNTRUSTED = {
 }
 
 _Problem = tuple[Indication, str | None, str]
+
+#: Returns the names among the given form fields whose value or appearance changed after the signature.
+FieldChangeFilter = Callable[[Iterable[str]], list[str]]
 
 
 def _iso(moment) -> str | None:
@@ -114,7 +119,7 @@ def _fill_common(report: SignatureReport, status: SignatureStatus, signer: x509.
 
 
 def _fill_modifications(report: SignatureReport, status: ModificationInfo,
-                        signature_fields: frozenset[str] | None) -> None:
+                        signature_fields: frozenset[str] | None, shown_changes: FieldChangeFilter | None) -> None:
     coverage = status.coverage
     report.coverage = coverage.name.lower() if coverage is not None else None
     if coverage == SignatureCoverageLevel.ENTIRE_FILE:
@@ -129,9 +134,15 @@ def _fill_modifications(report: SignatureReport, status: ModificationInfo,
     if isinstance(diff_result, DiffResult):
         report.changed_objects = [f"form field {name}" for name in sorted(diff_result.changed_form_fields)]
         # pyHanko allows filling any form field after an approval signature. Here only signature fields
-        # may change, because a changed text or choice field changes what the document shows. Without
-        # the list of signature fields every changed field counts.
+        # may change, because a changed text or choice field changes what the document shows. pyHanko
+        # also lists fields whose page was merely rewritten, so ``shown_changes`` keeps those whose
+        # value or appearance differs. Without the two arguments every listed field counts.
         changed = set(diff_result.changed_form_fields) - (signature_fields or frozenset())
+        if changed and shown_changes is not None:
+            rewritten_only = changed - set(shown_changes(changed))
+            changed -= rewritten_only
+            report.changed_objects = [f"form field {name}" for name in sorted(diff_result.changed_form_fields)
+                                      if name not in rewritten_only]
         if changed:
             report.errors.append("form_field_changed_after_signing")
             report.details.append("form fields changed after signing: " + ", ".join(sorted(changed)))
@@ -154,16 +165,18 @@ def _fill_signer_timing(report: SignatureReport, status: StandardCMSSignatureSta
 
 def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus,
                            policy: AlgorithmPolicy | None = None, *, revocation: RevocationInfo | None = None,
-                           signature_fields: frozenset[str] | None = None) -> SignatureReport:
+                           signature_fields: frozenset[str] | None = None,
+                           shown_changes: FieldChangeFilter | None = None) -> SignatureReport:
     """Build the record of a PDF signature (``/Sig``) from pyHanko's status.
 
     ``revocation`` is the revocation check of the signer's path; ``signature_fields`` are the names of
-    the document's signature fields, the only form fields allowed to change after the signature.
+    the document's signature fields, the only form fields allowed to change after the signature;
+    ``shown_changes`` keeps, of the other changed fields, those whose value or appearance changed.
     """
     report = SignatureReport(kind=SignatureKind.PDF_SIGNATURE, field=field, revision=revision)
     _fill_common(report, status, status.signing_cert, revocation)
     _fill_signer_timing(report, status)
-    _fill_modifications(report, status, signature_fields)
+    _fill_modifications(report, status, signature_fields, shown_changes)
     if status.seed_value_constraint_error is not None:
         report.errors.append("seed_value_constraints_failed")
         report.details.append(str(status.seed_value_constraint_error.failure_message))
@@ -173,12 +186,13 @@ def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus
 
 def report_from_timestamp_status(field: str, revision: int, status: DocumentTimestampStatus,
                                  policy: AlgorithmPolicy | None = None, *, revocation: RevocationInfo | None = None,
-                                 signature_fields: frozenset[str] | None = None) -> SignatureReport:
+                                 signature_fields: frozenset[str] | None = None,
+                                 shown_changes: FieldChangeFilter | None = None) -> SignatureReport:
     """Build the record of a PDF document timestamp (``/DocTimeStamp``); the signer is the TSA."""
     report = SignatureReport(kind=SignatureKind.DOCUMENT_TIMESTAMP, field=field, revision=revision)
     _fill_common(report, status, status.signing_cert, revocation)
     report.timestamp_time = _iso(status.timestamp)
-    _fill_modifications(report, status, signature_fields)
+    _fill_modifications(report, status, signature_fields, shown_changes)
     apply_assessment(report, policy=policy)
     return report
 

@@ -41,6 +41,7 @@ from verify_service.assessment import (
     report_from_unreadable,
 )
 from verify_service.errors import CmsMalformed, ContentNotExpected, ContentRequired, PdfEncrypted, PdfMalformed
+from verify_service.form_fields import fields_changed_since
 from verify_service.inputs import InputFile, InputFormat, inspect_content, inspect_input
 from verify_service.levels import assign_pades_levels
 from verify_service.policy import AlgorithmPolicy
@@ -308,16 +309,23 @@ async def _verify_pdf_field(reader: PdfFileReader, field_name: str, field, valid
     try:
         revision = embedded.signed_revision
         revocation_data = dss_data.merged(signed_data_revocation_data(embedded.signed_data, embedded.signer_info))
+        signed_revision = revision
+
+        def shown_changes(names):
+            return fields_changed_since(reader, signed_revision, names)
+
         if is_timestamp:
             return await validation.record(
                 lambda context: async_validate_pdf_timestamp(embedded, validation_context=context),
                 lambda status, revocation: report_from_timestamp_status(
-                    field_name, revision, status, policy, revocation=revocation, signature_fields=signature_fields),
+                    field_name, revision, status, policy, revocation=revocation, signature_fields=signature_fields,
+                    shown_changes=shown_changes),
                 embedded.signed_data, revocation_data)
         return await validation.record(
             lambda context: async_validate_pdf_signature(embedded, signer_validation_context=context),
             lambda status, revocation: report_from_pdf_status(
-                field_name, revision, status, policy, revocation=revocation, signature_fields=signature_fields),
+                field_name, revision, status, policy, revocation=revocation, signature_fields=signature_fields,
+                shown_changes=shown_changes),
             embedded.signed_data, revocation_data)
     except SignatureValidationError as exc:
         _logger.info("signature %s failed validation: %s", field_name, exc.failure_message)
