@@ -205,6 +205,11 @@ def _check_profile(config: Any, profile: Any) -> dict[str, Any]:
     # NOTE: no [policies] rule set exists yet; until it does, the policy is the certificate's key usage.
     if usage and not usage & {"digital_signature", "non_repudiation"}:
         problems.append("key_usage_not_allowed")
+    if profile.level != "B-B":
+        from signing.tsa import TsaSettings
+
+        if TsaSettings.from_config(config) is None:
+            problems.append("tsa_not_configured")
     if problems:
         result["error"] = {"code": problems[0], "message": ", ".join(problems)}
     else:

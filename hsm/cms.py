@@ -9,6 +9,8 @@ SignerInfo.
 The result is a detached ``SignedData`` as PAdES B-B requires (ETSI EN 319 142-1, 5.3): signed
 attributes content-type, message-digest and signing-certificate-v2, no signing-time attribute (the
 signing time is the signature dictionary's ``/M``), and the signer's certificate with its chain.
+For B-T the SignerInfo also carries the unsigned attribute signature-time-stamp-token (RFC 3161,
+appendix A): a time-stamp token over the signature value.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = ["CmsTemplate", "der_length"]
 _DATA_OID = core.ObjectIdentifier("1.2.840.113549.1.7.1").dump()
 _SIGNED_DATA_OID = core.ObjectIdentifier("1.2.840.113549.1.7.2").dump()
 _VERSION_1 = core.Integer(1).dump()
+_SIGNATURE_TIME_STAMP_TOKEN_OID = core.ObjectIdentifier("1.2.840.113549.1.9.16.2.14").dump()
 
 
 def der_length(length: int) -> bytes:
@@ -50,10 +53,13 @@ class CmsTemplate:
     """The constant parts of the seal CMS for one signing certificate, chain and algorithm."""
 
     def __init__(self, signing_cert: x509.Certificate, chain: Sequence[x509.Certificate], digest_algorithm: str,
-                 signature_algorithm: algos.SignedDigestAlgorithm, max_signature_size: int) -> None:
+                 signature_algorithm: algos.SignedDigestAlgorithm, max_signature_size: int,
+                 max_timestamp_token_size: int = 0) -> None:
+        """``max_timestamp_token_size``: the largest DER time-stamp token in bytes, 0 for none (B-B)."""
         self.digest_algorithm = digest_algorithm
         self.digest_size = hashlib.new(digest_algorithm).digest_size
         self.max_signature_size = max_signature_size
+        self.max_timestamp_token_size = max_timestamp_token_size
 
         self._digest_algorithm_der = algos.DigestAlgorithm({"algorithm": digest_algorithm}).dump()
         self._signature_algorithm_der = signature_algorithm.dump()
@@ -96,12 +102,21 @@ class CmsTemplate:
         content = self._layout.before_digest + message_digest + self._layout.after_digest
         return _tlv(0x31, content)
 
-    def content_info(self, signed_attributes: bytes, signature: bytes) -> bytes:
-        """Return the DER ``ContentInfo`` with the SignedData for these signed attributes and signature."""
+    def content_info(self, signed_attributes: bytes, signature: bytes, timestamp_token: bytes | None = None) -> bytes:
+        """Return the DER ``ContentInfo`` with the SignedData for these signed attributes and signature.
+
+        ``timestamp_token`` is the DER ``ContentInfo`` of a time-stamp token over ``signature``; it
+        becomes the signature-time-stamp-token unsigned attribute.
+        """
         # In the SignerInfo the attributes are [0] IMPLICIT: same contents, context tag.
         signed_attributes_implicit = b"\xA0" + signed_attributes[1:]
+        unsigned_attributes = b""
+        if timestamp_token is not None:
+            attribute = _tlv(0x30, _SIGNATURE_TIME_STAMP_TOKEN_OID + _tlv(0x31, timestamp_token))
+            unsigned_attributes = _tlv(0xA1, attribute)  # [1] IMPLICIT SET OF Attribute
         signer_info = _tlv(0x30, _VERSION_1 + self._signer_id_der + self._digest_algorithm_der
-                           + signed_attributes_implicit + self._signature_algorithm_der + _tlv(0x04, signature))
+                           + signed_attributes_implicit + self._signature_algorithm_der + _tlv(0x04, signature)
+                           + unsigned_attributes)
         signed_data = _tlv(0x30, _VERSION_1
                            + _tlv(0x31, self._digest_algorithm_der)
                            + _tlv(0x30, _DATA_OID)
@@ -110,9 +125,14 @@ class CmsTemplate:
         return _tlv(0x30, _SIGNED_DATA_OID + _tlv(0xA0, signed_data))
 
     def max_size(self) -> int:
-        """Return the largest ``content_info`` in bytes, with a signature of ``max_signature_size``."""
+        """Return the largest ``content_info`` in bytes, with a signature of ``max_signature_size``
+        and, when set, a time-stamp token of ``max_timestamp_token_size``."""
         attributes = self.signed_attributes(b"\x00" * self.digest_size)
-        return len(self.content_info(attributes, b"\x00" * self.max_signature_size))
+        token = None
+        if self.max_timestamp_token_size:
+            # Any bytes of the right length give the right DER lengths around them.
+            token = b"\x00" * self.max_timestamp_token_size
+        return len(self.content_info(attributes, b"\x00" * self.max_signature_size, token))
 
     def bytes_reserved(self) -> int:
         """Return the ``/Contents`` size in hex digits: twice the largest CMS, plus 64 digits of slack."""

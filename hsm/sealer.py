@@ -40,6 +40,7 @@ from hsm import testhooks
 from hsm.cms import CmsTemplate
 from hsm.errors import OutputForeign, OutputWriteFailed
 from hsm.profiles import BulkProfile
+from hsm.timestamps import SignatureTimestamps
 from qsign.config import Config
 from qsign.errors import QsignError
 from signing.appearance import VisibleSignature, build_stamp_style
@@ -101,6 +102,8 @@ class _Prepared:
     prepared_digest: PreparedByteRangeDigest
     #: The input in the document store, written while it was copied to the partial file.
     stored_input: StoredFile
+    signed_attributes: bytes | None = None
+    signature: bytes | None = None
     cms: bytes | None = None
     attempts: int = 0
 
@@ -186,9 +189,12 @@ class Sealer:
 
         self.digest_algorithm = select_digest(key, profile.digest)
         self.signer = TokenSigner(key, chain=self.chain, digest_algorithm=self.digest_algorithm, pss=profile.pss)
+        # B-T: the TSA is asked once here, so that the fixed signature space also holds the token.
+        self.timestamps = SignatureTimestamps.for_level(profile.level, config, self.digest_algorithm)
         self.template = CmsTemplate(key.certificate, self.chain, self.digest_algorithm,
                                     signature_mechanism(key, self.digest_algorithm, profile.pss),
-                                    signature_size(key))
+                                    signature_size(key),
+                                    self.timestamps.max_token_size if self.timestamps else 0)
         self.bytes_reserved = self.template.bytes_reserved()
         self.signer_name = signer_common_name(key.certificate)
         self.visible: VisibleSignature | None = None
@@ -254,6 +260,7 @@ class Sealer:
                 testhooks.kill_point("prepared", "worker")
 
         self._sign_all(prepared, emit)
+        self._build_cms(prepared, emit)
 
         renamed: list[_Prepared] = []
         for item in prepared:
@@ -384,7 +391,20 @@ class Sealer:
             if signature is None:
                 continue
             testhooks.kill_point("after-sign", "worker")
-            item.cms = self.template.content_info(attributes, signature)
+            item.signed_attributes, item.signature = attributes, signature
+
+    def _build_cms(self, prepared: list[_Prepared], emit: Callable[[ItemOutcome], None]) -> None:
+        """Build the CMS of each signed document, with its signature timestamp at level B-T."""
+        signed = [item for item in prepared if item.signature is not None]
+        tokens: list[bytes | QsignError | None] = [None] * len(signed)
+        if self.timestamps is not None and signed:
+            tokens = list(self.timestamps.stamp([item.signature for item in signed]))
+        for item, token in zip(signed, tokens):
+            if isinstance(token, QsignError):
+                item.handle.close()
+                emit(self._failed(item.task, token, item.stored_input))
+                continue
+            item.cms = self.template.content_info(item.signed_attributes, item.signature, token)
 
     def _finish(self, item: _Prepared) -> None:
         partial, signed = partial_paths(item.task)

@@ -13,6 +13,8 @@ import json
 import random
 import shutil
 import stat
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +209,47 @@ def test_bulk_kill_and_resume(softhsm_state, tmp_path, run):
 
     assert resumed.returncode == 0, resumed.stderr
     _check_job(softhsm_state, job_id, tmp_path / "out", keys)
+
+
+@pytest.fixture(scope="module")
+def bt_profile(softhsm_state: Path) -> str:
+    """Add ``[profiles.seal_bt]``: the RSA seal key at level B-T, with the state dir's ``[tsa]``."""
+    config_path = softhsm_state / "qsign.toml"
+    text = config_path.read_text(encoding="utf-8")
+    if "[profiles.seal_bt]" not in text:
+        config_path.write_text(text + '\n[profiles.seal_bt]\ntoken = "seal"\nlevel = "B-T"\n', encoding="utf-8")
+    return "seal_bt"
+
+
+def _pyhanko_cli_validate(state_dir: Path, path: Path) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "pyhanko"), "sign", "validate", "--trust-replace", "--trust",
+               str(state_dir / "pki" / "root-ca.pem"), "--executive-summary", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_bulk_b_t_signature_timestamp(softhsm_state, pki_services, bt_profile, tmp_path):
+    keys = _make_inputs(tmp_path / "in", 3)
+
+    completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", bt_profile, "--out",
+                      str(tmp_path / "out"), "--workers", "2", "--json")
+
+    assert completed.returncode == 0, completed.stderr
+    status = _check_job(softhsm_state, _job_id(completed), tmp_path / "out", keys, qsign_verify=True)
+    manifest = [json.loads(line) for line in Path(status["manifest"]).read_text(encoding="utf-8").splitlines()]
+    trust = trust_from_config(load_config(softhsm_state), online=True)
+    for entry in manifest:
+        output = Path(entry["output"])
+        statuses = validate_pdf(output, softhsm_state)
+        timestamp = statuses[0].timestamp_validity
+        assert timestamp is not None, f"{entry['item']} has no signature timestamp"
+        assert timestamp.intact and timestamp.valid, entry["item"]
+        assert timestamp.trusted, entry["item"]
+        report = verify_file(output, trust=trust)
+        assert report.signatures[0].level.value == "B-T", entry["item"]
+    for entry in manifest[:2]:
+        checked = _pyhanko_cli_validate(softhsm_state, Path(entry["output"]))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert ":VALID" in checked.stdout, checked.stdout
 
 
 def test_bulk_resume_last(softhsm_state, tmp_path):
