@@ -148,12 +148,19 @@ def run_demo(args: argparse.Namespace) -> int:
     out.path(sealed)
 
     out.step(N_("Serving the test PKI's OCSP and CRLs on 127.0.0.1 for revocation checks"))
-    pki_server = _start_test_pki(state_dir)
+    try:
+        pki_server = _start_test_pki(state_dir)
+    except OSError as error:
+        # Another program holds the port that the test certificates name; revocation stays unknown.
+        pki_server = None
+        out.step(N_("The test PKI server could not start ({reason}); revocation will be reported as unknown."),
+                 reason=error.strerror or str(error))
     out.step(N_("Verifying the result with the verification service on 127.0.0.1"))
     try:
         base_url, verification = asyncio.run(_verify_over_http(state_dir, sealed))
     finally:
-        pki_server.stop()
+        if pki_server is not None:
+            pki_server.stop()
     report_path = demo_dir / "verification-report.json"
     report_path.write_text(json.dumps(verification, ensure_ascii=False, indent=2), encoding="utf-8")
     out.path(report_path)
