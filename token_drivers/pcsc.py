@@ -160,12 +160,17 @@ class CardEventSource:
     def stop(self) -> None:
         """Stop the monitor thread; returns once it has ended."""
         self._stopping.set()
-        with self._context_lock:
-            if self._context is not None:
-                self._scard.SCardCancel(self._context)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        deadline = time.monotonic() + 10
+        while self._thread is not None and self._thread.is_alive() and time.monotonic() < deadline:
+            # SCardCancel ends a wait in progress only, and the thread may be between two waits, so
+            # cancel again until the thread has seen the stop flag.
+            with self._context_lock:
+                if self._context is not None:
+                    self._scard.SCardCancel(self._context)
+            self._thread.join(timeout=0.05)
+        if self._thread is not None and self._thread.is_alive():
+            _logger.warning("PC/SC monitor thread did not stop within 10 s")
+        self._thread = None
         _logger.info("PC/SC monitor stopped")
 
     async def __aenter__(self) -> CardEventSource:
