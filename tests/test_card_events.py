@@ -7,10 +7,11 @@ import functools
 
 import pytest
 
-from helpers.card_rig import (OFFICER_READER, SECOND_READER, card_certificate, card_rig, empty_readers,  # noqa: F401
-                              new_source, next_event)
+from helpers.card_rig import (OFFICER_READER, SECOND_READER, card_certificate, card_pin, card_rig,  # noqa: F401
+                              empty_readers, new_source, next_event)
 from token_drivers.atr import format_atr
 from token_drivers.card_wait import TokenWaitTimedOut, WaitEventKind, wait_for_token
+from token_drivers.hotplug import open_card_key
 from token_drivers.pcsc import CardEventKind
 
 # "thread" because a hang inside a PC/SC or PKCS#11 call never returns to Python for "signal".
@@ -161,3 +162,8 @@ async def test_events_survive_pcscd_restart(empty_readers):
     assert format_atr(inserted.atr) == LIBCACARD_ATR
     assert steps[-1].kind is WaitEventKind.TOKEN_PRESENT
     assert steps[-1].reader == OFFICER_READER
+    # OpenSC's PC/SC context died with the old pcscd; the module was reinitialised and signs again.
+    key = await asyncio.to_thread(open_card_key, steps[-1].module, steps[-1].token, card_pin())
+    signature = await key.asign(b"after a pcscd restart")
+    await asyncio.to_thread(key.close)
+    assert len(signature) == 256

@@ -81,7 +81,7 @@ def card_rig() -> Iterator[CardRig]:
 
 
 @pytest.fixture
-def empty_readers(card_rig: CardRig) -> CardRig:
+def empty_readers(card_rig: CardRig) -> Iterator[CardRig]:
     """The rig with both readers empty, as pcscd reports them, at the start of the test; emptied at its end."""
     for reader in range(2):
         card_rig.remove(reader)
