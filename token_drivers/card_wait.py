@@ -34,7 +34,7 @@ class TokenWaitTimedOut(TokenError):
     code = "token_wait_timeout"
     message_template = N_("No card with the signing certificate appeared within {seconds} s. "
                           "Tap or insert the card and retry.")
-    http_status = 408
+    http_status = 504
 
 
 class WaitEventKind(enum.Enum):
