@@ -10,8 +10,8 @@ import concurrent.futures
 import io
 import os
 import re
+import socket
 import tomllib
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,9 +40,22 @@ def password(user: str) -> str:
     return f"pass-{user}-2026"
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def agent(softhsm_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    state = copy_state(softhsm_state, tmp_path_factory.mktemp("web") / "state")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    """An agent on its own state dir, whose test PKI (CRLs, OCSP) is served on a free port for the module."""
+    from softhsm_setup.pki_server import PkiServer
+
+    state = tmp_path_factory.mktemp("web") / "state"
+    port = _free_port()
+    completed = run_qsign("softhsm", "init", "--json", "--pki-base-url", f"http://127.0.0.1:{port}", state_dir=state)
+    assert completed.returncode == 0, completed.stderr
+    pki = PkiServer(state, "127.0.0.1", port).start()
     set_agent_config(state, advertise=False, token_wait_seconds=10, sign_attempts_per_minute=60)
     # Backups are signed; the HSM seal key of the test tokens signs them here.
     raw = tomllib.loads((state / "qsign.toml").read_text(encoding="utf-8"))
@@ -55,6 +68,7 @@ def agent(softhsm_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     process.start()
     yield process
     process.stop()
+    pki.stop()
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +141,8 @@ async def verify_with_service(state_dir: Path, data: bytes) -> dict:
     from verify_service.settings import service_settings
     from verify_service.trust import trust_from_config
 
-    from softhsm_setup.pki_server import PkiServer
-
     config = load_config(state_dir)
-    # The test certificates name CRL and OCSP URLs of the test PKI; the service fetches revocation data there.
-    pki_url = urllib.parse.urlsplit(config.section("pki").get("base_url", "http://127.0.0.1:8471"))
-    pki = PkiServer(state_dir, pki_url.hostname, pki_url.port).start()
+    # The test certificates name CRL and OCSP URLs of the module's PKI server; the service fetches them there.
     runner, base_url = await start_server(service_settings(config, trust_from_config(config, online=True)),
                                           "127.0.0.1", 0)
     try:
@@ -144,7 +154,6 @@ async def verify_with_service(state_dir: Path, data: bytes) -> dict:
                 return await response.json()
     finally:
         await runner.cleanup()
-        pki.stop()
 
 
 def run_async(coroutine: object) -> object:
@@ -575,7 +584,8 @@ def test_wrong_pin_then_right_pin(agent: AgentProcess, browser: object, tmp_path
     officer.click("#sign-form button[type=submit]")
     officer.wait_for_url(re.compile(rf"/web/requests/{request_id}/sign$"))
     failure = officer.locator("#failure").inner_text()
-    assert ("PIN 码错误" if language == "zh_CN" else "The PIN is wrong") in failure
+    assert ("PIN 码不正确" if language == "zh_CN" else "The PIN is incorrect. Check it and try again") in failure
+    assert officer.locator("#live-state").inner_text() == ("签名失败" if language == "zh_CN" else "Signing failed")
     assert "pin_incorrect" in failure
     assert officer.locator("#pin").input_value() == ""
     screens.shot(officer, "wrong-pin")

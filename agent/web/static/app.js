@@ -9,7 +9,7 @@
   function followState(live) {
     var url = live.getAttribute("data-events-url");
     var pageState = live.getAttribute("data-state");
-    var loadedAt = Date.now();
+    var pageUpdated = Date.parse(live.getAttribute("data-updated"));
     var label = document.getElementById("live-state");
     var labels = {};
     live.querySelectorAll(".labels li").forEach(function (item) {
@@ -21,6 +21,10 @@
     var source = new EventSource(url);
     source.addEventListener("state", function (message) {
       var event = JSON.parse(message.data);
+      // The stream first replays earlier events; those older than the state this page shows are skipped.
+      if (Date.parse(event.time) < pageUpdated) {
+        return;
+      }
       label.textContent = labels[event.state] || event.state;
       label.className = "state state-" + event.state;
       live.setAttribute("data-live", event.state);
@@ -30,9 +34,8 @@
       if (FINAL.indexOf(event.state) >= 0) {
         source.close();
       }
-      // Events replayed from before this page was rendered are already shown by the page itself.
-      var fresh = Date.parse(event.time) >= loadedAt - 2000;
-      if (fresh && event.state !== pageState && STORED.indexOf(event.state) >= 0 && event.state !== "signing") {
+      // A new stored state changes which forms the page offers, so the page is loaded again.
+      if (event.state !== pageState && STORED.indexOf(event.state) >= 0 && event.state !== "signing") {
         source.close();
         window.setTimeout(function () { window.location.reload(); }, 600);
       }
