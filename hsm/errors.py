@@ -94,6 +94,12 @@ class WorkerLost(QsignError):
     message_template = N_("The worker process sealing {item} ended unexpectedly twice.")
 
 
+class TokenLost(QsignError):
+    code = "token_lost"
+    message_template = N_("The token of profile {profile} went away during job {job} and its session could not be "
+                          "opened again ({code}); connect the token and run 'qsign bulk resume {job}'.")
+
+
 class WorkerStartFailed(QsignError):
     code = "worker_start_failed"
     message_template = N_("A worker process could not open the signing key ({code}): {detail}")

@@ -36,7 +36,7 @@ from typing import Any
 from archive.api import Archive, DocumentKind
 from archive.audit import AuditOutcome
 from hsm import testhooks
-from hsm.errors import JobRunning, NoInputs, OutputConflict, OutputExists, WorkerLost, WorkerStartFailed
+from hsm.errors import JobRunning, NoInputs, OutputConflict, OutputExists, TokenLost, WorkerLost, WorkerStartFailed
 from hsm.inputs import ZipLimits, collect_inputs
 from hsm.jobs import (TERMINAL_STATES, ItemState, JobState, PlanEntry, count_states, get_job, job_dir, job_summary,
                       new_job_id, read_plan, write_plan)
@@ -217,8 +217,10 @@ class _Scheduler:
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind, index = event[0], event[1]
         worker = self.workers.get(index)
-        if kind == "fatal":
-            raise _WorkerFatal(event[2], event[3])
+        if kind in ("fatal", "token_lost"):
+            # Commit what the workers reported before, so that failed documents stay failed.
+            self._flush()
+            raise _WorkerFatal(event[2], event[3], token_lost=kind == "token_lost")
         if kind == "ready" and worker is not None:
             worker.ready = True
             if self.certificate is None:
@@ -333,10 +335,11 @@ class _Scheduler:
 
 
 class _WorkerFatal(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, token_lost: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.token_lost = token_lost
 
 
 @contextlib.contextmanager
@@ -396,6 +399,12 @@ def run_job(state_dir: Path, job_id: str, *, progress: Callable[[Progress], None
             try:
                 scheduler.run()
             except _WorkerFatal as fatal:
+                if fatal.token_lost:
+                    with archive.transaction() as tx:
+                        tx.audit(_actor(job.attributes), "bulk.token_lost", AuditOutcome.FAILURE, reason=fatal.code,
+                                 object_ids={"job_id": job_id, "profile": profile.name})
+                    raise TokenLost(profile=profile.name, job=job_id, code=fatal.code,
+                                    ids={"job": job_id, "profile": profile.name}) from None
                 raise WorkerStartFailed(code=fatal.code, detail=fatal.message, ids={"job": job_id}) from None
 
         manifest = write_manifest(archive, job_id, plan, Path(job.attributes["out_dir"]))

@@ -183,6 +183,8 @@ class Sealer:
         self.store = store
         self.chain = load_chain(config)
         self.key: TokenKey | None = None
+        #: The error of the last failed attempt to open the session again; ``None`` while a session is open.
+        self.session_error: TokenError | None = None
         self._open_key()
         key = self.key
         assert key is not None
@@ -218,7 +220,12 @@ class Sealer:
         if self.key is not None:
             self.key.close()
             self.key = None
-        self._open_key()
+        try:
+            self._open_key()
+        except TokenError as error:
+            self.session_error = error
+            raise
+        self.session_error = None
         self.signer.key = self.key
 
     def close(self) -> None:

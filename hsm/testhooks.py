@@ -4,7 +4,10 @@
 itself with SIGKILL (``N`` defaults to 1). ``QSIGN_BULK_KILL_ROLE`` limits it to ``parent`` or
 ``worker``. With ``QSIGN_BULK_KILL_MARKER=PATH`` only the first process to get there kills itself:
 it creates PATH first, and no process kills itself once PATH exists (replacement workers inherit the
-same environment). ``QSIGN_BULK_DROP_SESSION=N`` closes a worker's PKCS#11 session under its key before its
+same environment). ``QSIGN_BULK_PAUSE_AT="POINT:N"`` with ``QSIGN_BULK_PAUSE_DIR=DIR`` makes the
+process that reaches ``POINT`` for the ``N``-th time create ``DIR/paused`` and wait until
+``DIR/resume`` exists (at most ``PAUSE_SECONDS``), so that a test can act on the token meanwhile.
+``QSIGN_BULK_DROP_SESSION=N`` closes a worker's PKCS#11 session under its key before its
 ``N``-th signature, as a token that lost the session would. Without these variables the hooks cost
 one dictionary lookup.
 """
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 __all__ = ["kill_point", "should_drop_session", "WORKER_POINTS", "PARENT_POINTS"]
 
@@ -22,7 +27,11 @@ WORKER_POINTS = ("prepared", "before-sign", "after-sign", "before-rename", "befo
 #: Points in the scheduling (parent) process.
 PARENT_POINTS = ("before-record", "after-record", "after-plan")
 
+#: Longest wait of a paused process for its ``resume`` file, in seconds.
+PAUSE_SECONDS = 60.0
+
 _counts: dict[str, int] = {}
+_pause_counts: dict[str, int] = {}
 _signatures = 0
 
 
@@ -35,7 +44,8 @@ def _target() -> tuple[str, int] | None:
 
 
 def kill_point(point: str, role: str) -> None:
-    """SIGKILL this process when the test environment names ``point`` and this is its N-th pass."""
+    """SIGKILL this process (or pause it) when the test environment names ``point`` for this pass."""
+    _pause_point(point)
     target = _target()
     if target is None or target[0] != point:
         return
@@ -52,6 +62,23 @@ def kill_point(point: str, role: str) -> None:
         except FileExistsError:
             return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause_point(point: str) -> None:
+    value = os.environ.get("QSIGN_BULK_PAUSE_AT")
+    directory = os.environ.get("QSIGN_BULK_PAUSE_DIR")
+    if not value or not directory:
+        return
+    wanted, _, count = value.partition(":")
+    if wanted != point:
+        return
+    _pause_counts[point] = _pause_counts.get(point, 0) + 1
+    if _pause_counts[point] != int(count or 1):
+        return
+    (Path(directory) / "paused").touch()
+    deadline = time.monotonic() + PAUSE_SECONDS
+    while not (Path(directory) / "resume").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def should_drop_session() -> bool:

@@ -72,6 +72,13 @@ def worker_main(state_dir: str, profile_name: str, lock_path: str, tasks: Any, e
             outcomes: list[Any] = []
             sealer.seal_chunk([ItemTask(**task) for task in chunk], outcomes.append)
             events.put(("outcomes", index, outcomes))
+            if sealer.key is None and sealer.session_error is not None:
+                # The session was lost and could not be opened again: the documents in flight were
+                # retried once and failed. Stop, so that the rest of the job waits for a resume.
+                error = sealer.session_error
+                _logger.error("worker %d: token session lost and not reopened (%s); stopping", index, error.code)
+                events.put(("token_lost", index, error.code, error.message("en")))
+                break
     finally:
         sealer.close()
         archive.close()

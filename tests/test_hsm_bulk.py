@@ -8,6 +8,7 @@ tests that verify with revocation data or seal at level B-T.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import random
@@ -15,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,6 +276,66 @@ def test_bulk_session_loss(softhsm_state, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "opening it again and retrying" in completed.stderr
     _check_job(softhsm_state, _job_id(completed), tmp_path / "out", keys)
+
+
+def _copy_state(source: Path, destination: Path) -> Path:
+    """Copy the session's tokens, PKI and config to a state dir of its own, with an empty archive."""
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("archive", "hsm"))
+    conf = destination / "softhsm" / "softhsm2.conf"
+    conf.write_text(conf.read_text(encoding="utf-8").replace(str(source), str(destination)), encoding="utf-8")
+    return destination
+
+
+def test_bulk_token_removed_mid_batch(softhsm_state, tmp_path):
+    """The token directory goes away while the worker holds a session, and comes back before the resume."""
+    state_dir = _copy_state(softhsm_state, tmp_path / "state")
+    keys = _make_inputs(tmp_path / "in", 10)
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    # The worker stops before its third signature: two documents are sealed, the rest of its chunk is in flight.
+    env = {"QSIGN_BULK_PAUSE_AT": "before-sign:3", "QSIGN_BULK_PAUSE_DIR": str(pause)}
+    tokens = state_dir / "softhsm" / "tokens"
+    away = state_dir / "softhsm" / "tokens-away"
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+        running = executor.submit(_bulk, state_dir, "sign", str(tmp_path / "in"), "--profile", "seal", "--out",
+                                  str(tmp_path / "out"), "--workers", "1", "--json", env=env)
+        deadline = time.monotonic() + 120
+        while not (pause / "paused").exists():
+            assert time.monotonic() < deadline and not running.done(), "the worker never reached its third signature"
+            time.sleep(0.05)
+        tokens.rename(away)
+        tokens.mkdir()
+        try:
+            (pause / "resume").touch()
+            first = running.result(timeout=180)
+        finally:
+            tokens.rmdir()
+            away.rename(tokens)
+
+    assert first.returncode != 0, first.stdout
+    assert "opening it again and retrying" in first.stderr
+    assert "token_lost" in first.stdout + first.stderr
+    job_id = _job_id(first)
+    status = _status(state_dir, job_id)
+    assert status["counts"]["recorded"] == 2
+    assert status["counts"]["pending"] > 0, "the documents not yet sent to the worker wait for the resume"
+    with Archive.open(state_dir) as archive:
+        with archive.transaction() as tx:
+            failed = [item for item in tx.get_job_items(job_id) if item.state == "failed"]
+        failure_entries = [entry for entry in archive.audit_entries(action="bulk.document_failed")
+                   if entry.object_ids.get("job_id") == job_id]
+    assert len(failed) == 6, "the in-flight rest of the first chunk fails after one retry"
+    assert {item.error_code for item in failed} <= {"device_removed", "session_closed", "token_not_present"}
+    assert len(failure_entries) == len(failed)
+    assert not any((tmp_path / "out" / Path(item.item_key)).exists() for item in failed)
+
+    resumed = _bulk(state_dir, "resume", job_id, "--json")
+
+    assert resumed.returncode == 1, resumed.stderr  # 1: the job finished with failed documents
+    failed_keys = {item.item_key for item in failed}
+    status = _check_job(state_dir, job_id, tmp_path / "out", [key for key in keys if key not in failed_keys])
+    assert status["counts"]["failed"] == 6
 
 
 def _zip_with(path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
