@@ -125,9 +125,14 @@ def authenticate(archive: Archive, authorization: str | None) -> DeviceRecord:
             device = snapshot.get_device(device_id)
     except RecordNotFound:
         raise Unauthorized() from None
+    # Failures that name an existing device are audited; a token naming no device is only refused, so
+    # that guessing cannot fill the audit log (device ids carry 64 random bits).
     if not device.token_hash or not hmac.compare_digest(device.token_hash, hash_secret(secret)):
+        archive.audit(f"user:{device.owner}", "device.auth_failed", "failure", device=device_id, reason="unauthorized")
         raise Unauthorized(ids={"device": device_id})
     if device.revoked_at:
+        archive.audit(f"user:{device.owner}", "device.auth_failed", "failure", device=device_id,
+                      reason="device_revoked")
         raise DeviceRevoked(device=device_id, ids={"device": device_id})
     return device
 

@@ -87,7 +87,7 @@ def agent(softhsm_state, tmp_path_factory):
     text = policy.read_text(encoding="utf-8").replace('ec_curves = ["secp256r1", "secp384r1"]',
                                                        'ec_curves = ["secp384r1"]')
     policy.write_text(text + EXTRA_POLICY, encoding="utf-8")
-    set_agent_config(state_dir, advertise=True, name="agent-api-test", max_upload_bytes=2_000_000,
+    set_agent_config(state_dir, advertise=True, name=f"agent-api-test-{os.getpid()}", max_upload_bytes=2_000_000,
                      sign_attempts_per_minute=12, token_wait_seconds=5)
     process = AgentProcess(state_dir)
     process.start()
@@ -112,9 +112,10 @@ def phones(agent):
     return asyncio.run(pair_all())
 
 
-async def _approved_request(phones, signer="officer-li", template="officer-signature", content=None):
+async def _approved_request(phones, signer="officer-li", template="officer-signature", content=None,
+                            name="doc.pdf", content_type="application/pdf"):
     status, body = await phones["operator-zhao"].upload(content or DEMO_PDF.read_bytes(), template=template,
-                                                         signer=signer)
+                                                         signer=signer, name=name, content_type=content_type)
     assert status == 201, body
     status, approved, _ = await phones["reviewer-wang"].call("POST", f"/api/v1/requests/{body['id']}/approve")
     assert status == 200, approved
@@ -186,6 +187,27 @@ async def _validate_offline(state_dir: Path, signed: Path):
                                 allow_fetching=False, revocation_mode="soft-fail")
     with signed.open("rb") as handle:
         return await async_validate_pdf_signature(PdfFileReader(handle).embedded_signatures[0], context)
+
+
+async def test_attachment_signed_with_detached_cades(agent, phones):
+    content = "纳税申报附件\n".encode("utf-8") * 100
+    request = await _approved_request(phones, template="officer-attachment", content=content, name="attachment.txt",
+                                      content_type="text/plain")
+    assert request["media_type"] == "text/plain"
+
+    status, signed, _ = await phones["officer-li"].call("POST", f"/api/v1/requests/{request['id']}/sign",
+                                                        json_body={"pin": PIN, "sha256": request["sha256"]})
+    assert status == 200, signed
+    status, data, response = await phones["officer-li"].call("GET", f"/api/v1/requests/{request['id']}/signed")
+    assert response.content_type == "application/pkcs7-signature"
+    signature, original = agent.state_dir / "attachment.p7s", agent.state_dir / "attachment.txt"
+    signature.write_bytes(data)
+    original.write_bytes(content)
+    completed = subprocess.run(
+        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature), "-content", str(original),
+         "-CAfile", str(agent.state_dir / "pki" / "root-ca.pem"), "-purpose", "any", "-out", "/dev/null"],
+        capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
 
 
 async def test_unknown_template_is_denied(phones):
@@ -418,6 +440,9 @@ async def test_revoked_device_is_refused(agent):
     status, body, _ = await phone.call("GET", "/api/v1/me")
     assert status == 401
     assert body["code"] == "device_revoked"
+    with Archive.open(agent.state_dir) as archive:
+        failures = archive.audit_entries(action="device.auth_failed")
+    assert any(entry.device == phone.device_id and entry.reason == "device_revoked" for entry in failures)
     listed = run_qsign("agent", "devices", "--all", "--json", state_dir=agent.state_dir)
     rows = {row["device_id"]: row for row in json.loads(listed.stdout)["devices"]}
     assert rows[phone.device_id]["status"] == "revoked"
@@ -494,7 +519,7 @@ async def test_unknown_json_field_is_refused(phones):
 
 
 def test_discover_finds_agent(agent):
-    completed = run_qsign("agent", "discover", "--interface", "127.0.0.1", "--timeout", "2", "--json")
+    completed = run_qsign("agent", "discover", "--interface", "127.0.0.1", "--timeout", "4", "--json")
 
     assert completed.returncode == 0, completed.stderr
     urls = [found["base_url"] for found in json.loads(completed.stdout)["agents"]]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,6 +13,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from conftest import run_qsign
 from helpers.agent_rig import AgentProcess, Phone, copy_state, set_agent_config
 
 DEMO_PDF = Path(__file__).parent / "data" / "real" / "xiaoshan-sample.pdf"
@@ -31,7 +34,7 @@ name_en = "Short-lived template"
 required_approvals = 1
 valid_until = {until}
 """)
-    set_agent_config(state_dir, advertise=False, tls="always")
+    set_agent_config(state_dir, advertise=True, name=f"agent-tls-test-{os.getpid()}", tls="always")
     process = AgentProcess(state_dir)
     process.start()
     process.fingerprint_line = process.process.stdout.readline().strip()
@@ -92,3 +95,25 @@ async def test_request_past_template_window_expires(agent):
     assert after["signed_sha256"] is None
     events = await phones["officer-li"].events(created["id"], {"expired"}, timeout=10)
     assert events[-1]["state"] == "expired"
+
+
+def _discovered(agent, attempts: int = 1) -> list[dict]:
+    """Browse for 4 s, up to ``attempts`` times; multicast on loopback now and then drops a query."""
+    for _ in range(attempts):
+        completed = run_qsign("agent", "discover", "--interface", "127.0.0.1", "--timeout", "4", "--json")
+        assert completed.returncode == 0, completed.stderr
+        found = [item for item in json.loads(completed.stdout)["agents"] if item["base_url"] == agent.base_url]
+        if found:
+            return found
+    return []
+
+
+def test_advertisement_carries_fingerprint_and_is_withdrawn(agent):
+    """Runs last in this module: it stops the agent."""
+    found = _discovered(agent, attempts=2)
+    assert len(found) == 1
+    assert bytes.fromhex(found[0]["fingerprint"]) == _fingerprint(agent)
+    assert (found[0]["api_path"], found[0]["scheme"]) == ("/api/v1", "https")
+
+    assert agent.stop() == 0
+    assert _discovered(agent) == []
