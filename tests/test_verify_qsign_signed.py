@@ -2,12 +2,14 @@
 
 Both commands run as subprocesses, so this test process never loads a PKCS#11 module. The certificates
 of ``qsign softhsm init`` name the test PKI's OCSP responder and CRLs, so validation needs revocation
-data: these tests serve them on 127.0.0.1 with ``PkiServer`` and verify with ``--online``.
+data: this module makes its own state dir with ``--pki-base-url`` on a free port, serves the PKI there
+on 127.0.0.1 with ``PkiServer``, and verifies with ``--online``.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +18,31 @@ from conftest import run_qsign
 from verify_pki import real_pdf
 
 from qsign.config import load_config
-from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
+from softhsm_setup.ltv_pki import PkiUrls
 from softhsm_setup.pki_server import PkiServer
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def softhsm_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dir of ``qsign softhsm init`` whose certificates name a PKI base URL on a free port."""
+    state_dir = tmp_path_factory.mktemp("verify-qsign-state")
+    completed = run_qsign("softhsm", "init", "--json", "--pki-base-url", f"http://127.0.0.1:{_free_port()}",
+                          state_dir=state_dir)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return state_dir
 
 
 @pytest.fixture(scope="module")
 def pki_services(softhsm_state: Path) -> Iterator[PkiServer]:
     """The OCSP responder, CRLs and TSA of ``softhsm_state`` at the base URL its certificates name."""
-    urls = PkiUrls.parse(load_config(softhsm_state).section("pki").get("base_url") or DEFAULT_PKI_BASE_URL)
-    server = PkiServer(softhsm_state, "127.0.0.1", urls.port).start()
+    port = PkiUrls.parse(load_config(softhsm_state).section("pki")["base_url"]).port
+    server = PkiServer(softhsm_state, "127.0.0.1", port).start()
     yield server
     server.stop()
 

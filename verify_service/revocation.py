@@ -228,9 +228,10 @@ async def assess_revocation(signer: x509.Certificate, other_certificates: Sequen
         elif trust_problem is AdESIndeterminate.TRY_LATER:
             insufficient = True
 
+    # Root side first, as pyhanko-certvalidator checks them: above a revoked certificate all passed.
     certificates = list(path.iter_certs(include_root=False)) if path is not None else [signer]
     default_source = RevocationSource.ONLINE if online else RevocationSource.EMBEDDED
-    ca_revoked_marked = False
+    revoked_seen = False
     entries = []
     for certificate in certificates:
         if not has_revocation_endpoint(certificate):
@@ -241,16 +242,22 @@ async def assess_revocation(signer: x509.Certificate, other_certificates: Sequen
         revoked = next((item for item in evidence if item.revoked), None)
         is_signer = certificate.sha256 == signer.sha256
         source = evidence[0].source if evidence else None
+        is_revoked = not revoked_seen and (
+            (trust_problem is AdESIndeterminate.REVOKED_NO_POE and is_signer)
+            or (trust_problem is AdESIndeterminate.REVOKED_CA_NO_POE and not is_signer and revoked is not None))
+        above_revoked = trust_problem in (AdESIndeterminate.REVOKED_NO_POE, AdESIndeterminate.REVOKED_CA_NO_POE) \
+            and not revoked_seen
 
         if trust_problem is None:
             entries.append(_entry(certificate, RevocationStatus.GOOD, "checked", source or default_source))
-        elif (trust_problem is AdESIndeterminate.REVOKED_NO_POE and is_signer) or \
-                (trust_problem is AdESIndeterminate.REVOKED_CA_NO_POE and not is_signer and revoked is not None
-                 and not ca_revoked_marked):
-            ca_revoked_marked = ca_revoked_marked or not is_signer
+        elif is_revoked:
+            revoked_seen = True
             moment = revocation_details.revocation_date if revocation_details is not None else None
             entries.append(_entry(certificate, RevocationStatus.REVOKED, "revoked",
-                                  revoked.source if revoked else source, moment or (revoked and revoked.revocation_time)))
+                                  revoked.source if revoked else source,
+                                  moment or (revoked.revocation_time if revoked else None)))
+        elif above_revoked:
+            entries.append(_entry(certificate, RevocationStatus.GOOD, "checked", source or default_source))
         elif insufficient and not evidence:
             reason = "revocation_fetch_failed" if online else "no_revocation_data_offline"
             entries.append(_entry(certificate, RevocationStatus.UNKNOWN, reason))
@@ -258,6 +265,7 @@ async def assess_revocation(signer: x509.Certificate, other_certificates: Sequen
             entries.append(_entry(certificate, RevocationStatus.UNKNOWN, "revocation_data_not_accepted", source))
         else:
             entries.append(_entry(certificate, RevocationStatus.UNKNOWN, "not_checked"))
+    entries.reverse()
 
     return RevocationInfo(status=_summary_status(entries), source=_summary_source(entries),
                           checked_at=context.moment.isoformat(), certificates=entries)

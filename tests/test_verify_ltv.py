@@ -1,0 +1,184 @@
+"""``qsign verify`` on B-T and B-LT files signed by ``qsign sign`` against the test PKI's services.
+
+The state dir of this module is made with ``--pki-base-url`` on a free port, so the OCSP and CRL URLs
+in its certificates point at the ``PkiServer`` started here on 127.0.0.1. Signing and verifying run
+``qsign`` in subprocesses. Offline verification runs with the services stopped, so that any attempt to
+fetch would fail.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import run_qsign
+from cryptography import x509
+from verify_pki import real_pdf
+
+from softhsm_setup.layout import StateLayout
+from softhsm_setup.ltv_pki import revoke_certificate
+from softhsm_setup.pki_server import PkiServer
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Services:
+    """The PKI server of the module's state dir, which a test may stop and start again."""
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.state_dir, self.port = state_dir, port
+        self.server: PkiServer | None = None
+
+    def start(self) -> Services:
+        if self.server is None:
+            self.server = PkiServer(self.state_dir, "127.0.0.1", self.port).start()
+        return self
+
+    def stop(self) -> Services:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        return self
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    state_dir = tmp_path_factory.mktemp("verify-ltv-state")
+    port = _free_port()
+    completed = run_qsign("softhsm", "init", "--json", "--pki-base-url", f"http://127.0.0.1:{port}",
+                          state_dir=state_dir)
+    assert completed.returncode == 0, completed.stderr
+    services = Services(state_dir, port).start()
+    yield services
+    services.stop()
+
+
+def _sign(pki: Services, output: Path, level: str, profile: str = "officer") -> Path:
+    completed = run_qsign("sign", str(real_pdf("xiaoshan-sample.pdf")), "-o", str(output), "--profile", profile,
+                          "--level", level, "--json", "--lang", "en", state_dir=pki.state_dir)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return output
+
+
+def _verify(pki: Services, path: Path, *options: str) -> tuple[int, dict]:
+    completed = run_qsign("verify", str(path), "--json", *options, state_dir=pki.state_dir)
+    assert completed.returncode in (0, 1), completed.stdout + completed.stderr
+    return completed.returncode, json.loads(completed.stdout)
+
+
+@pytest.fixture(scope="module")
+def signed(pki: Services, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("verify-ltv-signed")
+    pki.start()
+    return {level: _sign(pki, directory / f"{level}.pdf", level) for level in ("B-T", "B-LT")}
+
+
+def test_b_lt_offline_from_embedded_data(pki: Services, signed: dict[str, Path]) -> None:
+    pki.stop()
+    exit_code, report = _verify(pki, signed["B-LT"])
+
+    signature = report["signatures"][0]
+    assert (report["verdict"], report["sub_indication"]) == ("TOTAL_PASSED", None)
+    assert exit_code == 0
+    assert report["trust"]["online"] is False
+    assert signature["level"] == "B-LT"
+    assert signature["trusted"] is True
+    revocation = signature["revocation"]
+    assert (revocation["status"], revocation["source"]) == ("good", "embedded")
+    assert revocation["checked_at"] == report["validation_time"]
+    assert [(entry["status"], entry["source"]) for entry in revocation["certificates"]] == \
+        [("good", "embedded"), ("good", "embedded")]
+
+
+def test_b_lt_offline_later_checked_at_timestamp(pki: Services, signed: dict[str, Path]) -> None:
+    """Ten days later the embedded OCSP responses and CRLs are stale; the signature timestamp proves the
+    signature existed when they were fetched, so the path is checked at the timestamp time."""
+    pki.stop()
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=10)
+    exit_code, report = _verify(pki, signed["B-LT"], "--at", later.isoformat())
+
+    signature = report["signatures"][0]
+    assert (report["verdict"], report["sub_indication"]) == ("TOTAL_PASSED", None)
+    assert exit_code == 0
+    assert signature["revocation"]["status"] == "good"
+    assert signature["revocation"]["source"] == "embedded"
+    assert signature["revocation"]["checked_at"] == signature["timestamp"]["time"]
+    assert any("validated at the timestamp time" in detail for detail in signature["details"])
+
+
+def test_b_t_offline_indeterminate(pki: Services, signed: dict[str, Path]) -> None:
+    """B-T carries a timestamp but no revocation data: offline the signer cannot be checked."""
+    pki.stop()
+    exit_code, report = _verify(pki, signed["B-T"])
+
+    signature = report["signatures"][0]
+    assert (report["verdict"], report["sub_indication"]) == ("INDETERMINATE", "TRY_LATER")
+    assert exit_code == 1
+    assert signature["level"] == "B-T"
+    assert signature["trusted"] is None
+    assert signature["revocation"]["status"] == "unknown"
+    assert {entry["reason"] for entry in signature["revocation"]["certificates"]} == {"no_revocation_data_offline"}
+
+
+def test_b_t_online_passes(pki: Services, signed: dict[str, Path]) -> None:
+    pki.start()
+    exit_code, report = _verify(pki, signed["B-T"], "--online")
+
+    assert (report["verdict"], report["sub_indication"]) == ("TOTAL_PASSED", None)
+    assert exit_code == 0
+    assert (report["signatures"][0]["revocation"]["status"], report["signatures"][0]["revocation"]["source"]) == \
+        ("good", "online")
+
+
+def test_responders_down_online_indeterminate(pki: Services, signed: dict[str, Path]) -> None:
+    pki.stop()
+    exit_code, report = _verify(pki, signed["B-T"], "--online")
+
+    signature = report["signatures"][0]
+    assert (report["verdict"], report["sub_indication"]) == ("INDETERMINATE", "TRY_LATER")
+    assert exit_code == 1
+    assert {entry["reason"] for entry in signature["revocation"]["certificates"]} == {"revocation_fetch_failed"}
+
+
+def test_signer_revoked_after_embedding(pki: Services, tmp_path: Path) -> None:
+    """The seal certificate is revoked after a B-LT signature embedded a "good" OCSP response.
+
+    Offline, the report follows the embedded data from signing time: TOTAL_PASSED, revocation good from
+    the embedded data. Online, the fresh OCSP response says revoked: INDETERMINATE, REVOKED_NO_POE,
+    with the revocation time, because a B-LT signature proves no existence before the revocation
+    beyond its signature timestamp, which pyHanko's validation at the current time does not use.
+    """
+    pki.start()
+    signed_file = _sign(pki, tmp_path / "seal-b-lt.pdf", "B-LT", profile="seal_ec")
+    layout = StateLayout(pki.state_dir)
+    certificate = x509.load_pem_x509_certificate(layout.end_entity_certificate("seal-ec").read_bytes())
+    revoked_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    revoke_certificate(layout, certificate, revoked_at=revoked_at, reason="key_compromise")
+
+    pki.stop()
+    exit_code, offline = _verify(pki, signed_file)
+    assert (offline["verdict"], offline["sub_indication"]) == ("TOTAL_PASSED", None)
+    assert exit_code == 0
+    assert (offline["signatures"][0]["revocation"]["status"], offline["signatures"][0]["revocation"]["source"]) == \
+        ("good", "embedded")
+
+    pki.start()
+    exit_code, online = _verify(pki, signed_file, "--online")
+    signature = online["signatures"][0]
+    assert (online["verdict"], online["sub_indication"]) == ("INDETERMINATE", "REVOKED_NO_POE")
+    assert exit_code == 1
+    assert signature["trusted"] is False
+    assert (signature["revocation"]["status"], signature["revocation"]["source"]) == ("revoked", "online")
+    signer_entry, intermediate_entry = signature["revocation"]["certificates"]
+    assert (signer_entry["status"], signer_entry["reason"]) == ("revoked", "revoked")
+    assert signer_entry["revocation_time"] == revoked_at.isoformat()
+    assert signer_entry["subject"] == signature["signer"]
+    assert intermediate_entry["status"] == "good"
