@@ -56,7 +56,9 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     completed = run_qsign("softhsm", "init", "--json", "--pki-base-url", f"http://127.0.0.1:{port}", state_dir=state)
     assert completed.returncode == 0, completed.stderr
     pki = PkiServer(state, "127.0.0.1", port).start()
-    set_agent_config(state, advertise=False, token_wait_seconds=10, sign_attempts_per_minute=60)
+    # The pause before the token signs keeps the "signing" state on screen long enough to be seen.
+    set_agent_config(state, advertise=False, token_wait_seconds=10, sign_attempts_per_minute=60,
+                     pause_before_sign_seconds=2.0)
     # Backups are signed; the HSM seal key of the test tokens signs them here.
     raw = tomllib.loads((state / "qsign.toml").read_text(encoding="utf-8"))
     raw.setdefault("archive", {})["checkpoint_profile"] = "seal"
@@ -196,6 +198,10 @@ def sign_as_officer(page: object, base_url: str, request_id: str, state_dir: Pat
     page.click("#sign-form button[type=submit]")
     page.wait_for_url(re.compile(rf"/web/requests/{request_id}/sign$"))
     assert "pin" not in page.url
+    signing = {"zh_CN": "正在签名", "en": "Signing"}
+    page.wait_for_function("labels => labels.includes(document.getElementById('live-state').textContent)",
+                           arg=list(signing.values()))
+    screens.shot(page, "signing")
     page.wait_for_selector("#download:not([hidden]) a", timeout=30_000)
     assert page.locator("#live-state").get_attribute("class") == "state state-signed"
     screens.shot(page, "signed")
@@ -493,6 +499,11 @@ def test_role_required_page(agent: AgentProcess, browser: object) -> None:
     assert response.status == 403
     assert "管理员" in page.locator(".error").inner_text()
     Screens("role-required-zh_CN").shot(page, "error")
+
+    missing = page.goto(f"{agent.base_url}/web/no-such-page")
+    assert missing.status == 404
+    assert "/web/no-such-page" in page.locator(".error").inner_text()
+    assert "An internal error" not in page.content()
     context.close()
 
 

@@ -19,7 +19,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from agent.errors import DeviceRevoked, Unauthorized
+from agent.errors import DeviceRevoked, MethodNotAllowed, NotFound, Unauthorized
 from agent.settings import AgentSettings
 from agent.web.auth import PasswordStore, WebSecret, session_device
 from agent.web.errors import CsrfInvalid, RoleRequired, SessionExpired
@@ -169,7 +169,13 @@ async def web_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if http.status < 400:
             _add_headers(request, response, anon)
             raise
-        response = _render_error(request, QsignError(), status=http.status)
+        if http.status == 404:
+            error: QsignError = NotFound(path=request.path[:200])
+        elif http.status == 405:
+            error = MethodNotAllowed(method=request.method, path=request.path[:200])
+        else:
+            error = QsignError()
+        response = _render_error(request, error, status=http.status)
     except Unauthorized:
         return _signed_out_redirect(request, "required")
     except QsignError as error:
