@@ -646,3 +646,28 @@ def test_pages_readable_without_javascript(agent: AgentProcess, browser: object,
     assert page.locator("#download").is_visible()
     Screens("no-javascript-zh_CN").shot(page, "signed")
     context.close()
+
+
+def test_keyboard_sign_in_on_desktop(agent: AgentProcess, browser: object) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+    page = context.new_page()
+    page.goto(f"{agent.base_url}/web/login")
+
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    focused = []
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
+    assert focused.index("username") < focused.index("password")
+    page.focus("#username")
+    page.keyboard.type("reviewer-wang")
+    page.keyboard.press("Tab")
+    page.keyboard.type(password("reviewer-wang"))
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/web/$"))
+    page.goto(f"{agent.base_url}/web/review")
+
+    assert page.locator("h1").inner_text() == "Waiting for my review"
+    Screens("desktop-en").shot(page, "review-queue")
+    context.close()
