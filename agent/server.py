@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from archive.api import Archive
 from qsign.errors import QsignError
@@ -92,6 +93,12 @@ async def _middleware(request: web.Request, handler: Any) -> web.StreamResponse:
             error.http_status = http_error.status
             return _error_response(request, error)
         raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # Any other exception is a bug; the client still gets the documented error object.
+        _logger.exception("%s %s failed (request id %s)", request.method, request.path, request["request_id"])
+        return _error_response(request, QsignError())
 
 
 def _caller(request: web.Request) -> Caller:
@@ -168,16 +175,20 @@ async def create_request(request: web.Request) -> web.Response:
     data = None
     file_name = "document"
     declared_type = None
-    reader = await request.multipart()
-    async for part in reader:
-        if part.name == "file":
-            file_name = Path(part.filename or "document").name[:200] or "document"
-            declared_type = part.headers.get("Content-Type")
-            data = await part.read()
-        elif part.name in ("template_id", "signer"):
-            fields[part.name] = (await part.text())[:200]
-        else:
-            raise BadRequestBody(detail=f"unknown field {part.name!r}")
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if part.name == "file":
+                file_name = Path(part.filename or "document").name[:200] or "document"
+                declared_type = part.headers.get("Content-Type")
+                data = await part.read()
+            elif part.name in ("template_id", "signer"):
+                fields[part.name] = (await part.text())[:200]
+            else:
+                raise BadRequestBody(detail=f"unknown field {str(part.name)[:50]!r}")
+    except (HttpProcessingError, ValueError, LookupError) as error:
+        # aiohttp raises these for malformed part headers, boundaries and charsets.
+        raise BadRequestBody(detail=f"malformed multipart body ({type(error).__name__})") from None
     for name in ("template_id", "signer"):
         if not fields.get(name):
             raise BadRequestBody(detail=f"missing field {name!r}")
@@ -326,6 +337,10 @@ API_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", f"{API_PREFIX}/requests/{{request_id}}/signed", get_signed),
     ("GET", f"{API_PREFIX}/requests/{{request_id}}/events", events),
 ]
+# Bulk sealing batches (agent.batches imports this module only inside its handlers).
+from agent.batches import BATCH_ROUTES  # noqa: E402
+
+API_ROUTES += BATCH_ROUTES
 
 
 def create_app(workflow: Workflow, settings: AgentSettings, info: dict[str, Any]) -> web.Application:
