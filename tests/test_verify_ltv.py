@@ -99,8 +99,8 @@ def test_b_lt_offline_from_embedded_data(pki: Services, signed: dict[str, Path])
 
 
 def test_b_lt_offline_later_checked_at_timestamp(pki: Services, signed: dict[str, Path]) -> None:
-    """Ten days later the embedded OCSP responses and CRLs are stale; the signature timestamp proves the
-    signature existed when they were fetched, so the path is checked at the timestamp time."""
+    """Ten days later the embedded OCSP responses and CRLs are stale. The signature timestamp proves that
+    the signature existed when they were fetched, so the path is checked at the timestamp time."""
     pki.stop()
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=10)
     exit_code, report = _verify(pki, signed["B-LT"], "--at", later.isoformat())
@@ -152,9 +152,9 @@ def test_signer_revoked_after_embedding(pki: Services, tmp_path: Path) -> None:
     """The seal certificate is revoked after a B-LT signature embedded a "good" OCSP response.
 
     Offline, the report follows the embedded data from signing time: TOTAL_PASSED, revocation good from
-    the embedded data. Online, the fresh OCSP response says revoked: INDETERMINATE, REVOKED_NO_POE,
-    with the revocation time, because a B-LT signature proves no existence before the revocation
-    beyond its signature timestamp, which pyHanko's validation at the current time does not use.
+    the embedded data. Online, the fresh OCSP response reports the revocation, so the signature is
+    INDETERMINATE with REVOKED_NO_POE and the revocation time. Validation at the current time does not
+    use the signature timestamp as proof that the signature existed before the revocation.
     """
     pki.start()
     signed_file = _sign(pki, tmp_path / "seal-b-lt.pdf", "B-LT", profile="seal_ec")

@@ -22,6 +22,7 @@ from asn1crypto import keys as asn1_keys
 from certomancer.integrations.aiohttp_animator import build_animator_app
 from certomancer.registry import ArchLabel, CertLabel, CertomancerConfig
 from cryptography.hazmat.primitives import serialization
+from conftest import run_qsign
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign import signers
@@ -219,7 +220,8 @@ def test_offline_without_revocation_data_indeterminate(revocation_pki: Revocatio
     signature = report.signatures[0]
     assert (report.verdict, report.sub_indication) == ("INDETERMINATE", "TRY_LATER")
     assert (signature.indication, signature.sub_indication) == ("INDETERMINATE", "TRY_LATER")
-    assert signature.intact is True and signature.valid is True
+    assert signature.intact is True
+    assert signature.valid is True
     assert signature.trusted is None
     assert report.trust.revocation_mode == "hard-fail"
     assert report.trust.online is False
@@ -232,8 +234,8 @@ def test_offline_without_revocation_data_indeterminate(revocation_pki: Revocatio
 
 
 def test_no_revocation_endpoint_is_not_applicable(revocation_pki: RevocationPki) -> None:
-    """A certificate that names no CRL and no OCSP responder has nothing to check: it passes offline
-    and the report says that revocation does not apply."""
+    """A certificate that names no CRL and no OCSP responder has nothing to check, so it passes offline
+    and the report marks revocation not_applicable."""
     report = _verify(revocation_pki, "signer-no-endpoints", online=False)
 
     signature = report.signatures[0]
@@ -262,3 +264,19 @@ def test_expired_signer_with_endpoints_at_earlier_time(revocation_pki: Revocatio
 
     assert (report.verdict, report.sub_indication) == ("INDETERMINATE", "TRY_LATER")
     assert report.signatures[0].revocation.status == "unknown"
+
+
+@pytest.mark.parametrize(("online_key", "source"), [("true", "online"), ("false", None)])
+def test_config_online_key(revocation_pki: RevocationPki, tmp_path: Path, online_key: str,
+                           source: str | None) -> None:
+    """``[verify_service] online = true`` fetches as ``--online`` does; ``false`` stays offline."""
+    (tmp_path / "root.cer").write_bytes(revocation_pki.root_pem.read_bytes())
+    (tmp_path / "qsign.toml").write_text(f'[trust]\nanchors = ["root.cer"]\n\n[verify_service]\nonline = {online_key}\n',
+                                         encoding="utf-8")
+
+    completed = run_qsign("verify", str(revocation_pki.signed["signer-good"]), "--json", state_dir=tmp_path)
+
+    report = json.loads(completed.stdout)
+    assert report["trust"]["online"] is (online_key == "true")
+    assert report["signatures"][0]["revocation"]["source"] == source
+    assert completed.returncode == (0 if online_key == "true" else 1), completed.stderr

@@ -64,7 +64,7 @@ def _trust_problem(status: SignatureStatus, revocation: RevocationInfo | None) -
     """Return pyHanko's trust sub-indication, as TRY_LATER when the path lacks usable revocation data.
 
     pyHanko 0.38 reports a path that stops for missing revocation data as
-    CERTIFICATE_CHAIN_GENERAL_FAILURE; ``revocation`` tells that case apart from other path failures.
+    CERTIFICATE_CHAIN_GENERAL_FAILURE, and ``revocation`` separates that case from other path failures.
     """
     indication = status.trust_problem_indic
     if indication is None or revocation is None or revocation.status is not RevocationStatus.UNKNOWN:
@@ -169,9 +169,9 @@ def report_from_pdf_status(field: str, revision: int, status: PdfSignatureStatus
                            shown_changes: FieldChangeFilter | None = None) -> SignatureReport:
     """Build the record of a PDF signature (``/Sig``) from pyHanko's status.
 
-    ``revocation`` is the revocation check of the signer's path; ``signature_fields`` are the names of
-    the document's signature fields, the only form fields allowed to change after the signature;
-    ``shown_changes`` keeps, of the other changed fields, those whose value or appearance changed.
+    ``revocation`` is the revocation check of the signer's path. ``signature_fields`` are the names of
+    the document's signature fields, the only form fields allowed to change after the signature.
+    ``shown_changes`` filters the other changed fields down to those whose value or appearance changed.
     """
     report = SignatureReport(kind=SignatureKind.PDF_SIGNATURE, field=field, revision=revision)
     _fill_common(report, status, status.signing_cert, revocation)

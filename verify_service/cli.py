@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                              "anchors of qsign.toml in the state dir)")
     parser.add_argument("--online", action="store_true",
                         help="allow fetching certificates, CRLs and OCSP responses over the network "
-                             "(default: offline)")
+                             "(default: [verify_service] online, else offline: embedded revocation data only)")
     parser.add_argument("--at", metavar="TIME",
                         help="validation time, ISO 8601 with a time zone (default: now)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -171,7 +171,7 @@ def run_verify(args: argparse.Namespace) -> int:
     limits = Limits(timeout_seconds=settings.timeout_seconds, memory_mb=settings.memory_mb)
 
     def verify(path: str):
-        report = verify_isolated(path, args.content, trust, policy=settings.policy, at=at, limits=limits)
+        report = verify_isolated(path, args.content, settings.trust, policy=settings.policy, at=at, limits=limits)
         report.requested_by = "cli"
         return report
 

@@ -1,7 +1,7 @@
 """Which form fields show something different than in a signed revision: value or appearance.
 
 pyHanko's difference analysis lists a form field as changed whenever an object near it was written
-again, e.g. the page whose ``/Annots`` holds its widget when a later signature fills another field.
+again, e.g. the page whose ``/Annots`` contains its widget when a later signature fills another field.
 To tell a real change from such a rewrite, this module compares what each field shows (``/V``,
 ``/AS`` and the appearance streams of the field and its widgets) in the signed revision and now.
 """

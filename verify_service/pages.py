@@ -18,7 +18,9 @@ from verify_service.summary import (
     KIND_LABELS,
     MODIFICATION_LABELS,
     PROBLEM_MESSAGES,
+    REVOCATION_REASON_LABELS,
     VERDICT_LABELS,
+    revocation_text,
 )
 
 __all__ = ["CONTENT_SECURITY_POLICY", "STATIC_DIR", "render"]
@@ -49,10 +51,17 @@ def render(template: str, language: str, **context: Any) -> str:
     def problem(code: str) -> str:
         return _(PROBLEM_MESSAGES[code]) if code in PROBLEM_MESSAGES else code
 
+    def revocation(status: str, source: str | None) -> str:
+        return revocation_text(status, source, _)
+
+    def revocation_reason(code: str) -> str:
+        return _(REVOCATION_REASON_LABELS[code]) if code in REVOCATION_REASON_LABELS else code
+
     context.setdefault("user", None)
     context.setdefault("csrf", "")
     context.setdefault("error", None)
     return _ENVIRONMENT.get_template(template).render(
         _=_, language=language, html_lang="zh-CN" if language == "zh_CN" else "en", languages=_LANGUAGES,
-        version=__version__, yes_no=yes_no, problem=problem, verdict_labels=VERDICT_LABELS, kinds=KIND_LABELS,
+        version=__version__, yes_no=yes_no, problem=problem, revocation=revocation,
+        revocation_reason=revocation_reason, verdict_labels=VERDICT_LABELS, kinds=KIND_LABELS,
         coverage=COVERAGE_LABELS, modifications=MODIFICATION_LABELS, **context)

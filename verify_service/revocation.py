@@ -3,8 +3,8 @@
 Validation never assumes that a certificate is not revoked. Each certificate of the signer's path that
 names a CRL distribution point or an OCSP responder must have revocation data that pyhanko-certvalidator
 accepts (``hard-fail`` mode), taken from the file itself or, with online validation, fetched. A
-certificate that names neither has no revocation service to ask, and the report says so
-(``not_applicable``). This module gathers the embedded data and explains the outcome per certificate.
+certificate that names neither has no revocation service to ask, and the report marks it
+``not_applicable``. This module gathers the embedded data and explains the outcome per certificate.
 """
 
 from __future__ import annotations
@@ -107,13 +107,13 @@ def signed_data_revocation_data(signed_data: cms.SignedData, signer_info: cms.Si
 
 
 def has_revocation_endpoint(certificate: x509.Certificate) -> bool:
-    """Whether the certificate names a CRL distribution point or an OCSP responder (AIA)."""
+    """Return whether the certificate names a CRL distribution point or an OCSP responder (AIA)."""
     return bool(certificate.crl_distribution_points) or bool(certificate.ocsp_urls)
 
 
 @dataclass(frozen=True)
 class _Evidence:
-    """What one OCSP response or CRL says about a certificate; not yet checked for signature or freshness."""
+    """The status that one OCSP response or CRL gives a certificate, not checked for signature or freshness."""
 
     revoked: bool
     revocation_time: datetime | None
@@ -150,7 +150,7 @@ def _crl_evidence(certificate: x509.Certificate, revocation_list: crl.Certificat
 
 def _evidence(certificate: x509.Certificate, context: ValidationContext,
               embedded: EmbeddedRevocationData) -> list[_Evidence]:
-    """List what the embedded and fetched OCSP responses and CRLs say about ``certificate``."""
+    """List the statuses that the embedded and fetched OCSP responses and CRLs give ``certificate``."""
     embedded_dumps = {item.dump() for item in embedded.ocsps + embedded.crls}
     found = []
     items: list[tuple[object, tuple[bool, datetime | None] | None]] = []

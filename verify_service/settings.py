@@ -10,13 +10,15 @@ Keys and defaults::
     memory_mb = 1024            # address-space limit (RLIMIT_AS) of one validation process
     require_login = false       # true: every request needs an auditor login or API token, even when
                                 # no auditor account exists yet (default: only once one exists)
+    online = false              # true: fetch CRLs, OCSP responses and certificates over the network, as
+                                # "qsign verify --online" does (default: embedded revocation data only)
 
     [verify_service.policy]     # algorithm policy, see verify_service.policy
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qsign.config import Config
@@ -32,7 +34,7 @@ DEFAULT_MAX_UPLOAD_MB = 100
 DEFAULT_WORKERS = 2
 DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_MEMORY_MB = 1024
-_KEYS = {"listen", "max_upload_mb", "workers", "timeout_seconds", "memory_mb", "require_login", "policy"}
+_KEYS = {"listen", "max_upload_mb", "workers", "timeout_seconds", "memory_mb", "require_login", "online", "policy"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,11 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def service_settings(config: Config, trust: TrustSettings) -> ServiceSettings:
-    """Read ``[verify_service]`` from the config; raise ``ConfigError`` naming a bad key."""
+    """Read ``[verify_service]`` from the config; raise ``ConfigError`` naming a bad key.
+
+    ``online = true`` turns fetching on in the returned ``trust``; ``online`` already set in ``trust``
+    (``--online``) stays on.
+    """
     table = config.section("verify_service")
     unknown = sorted(set(table) - _KEYS)
     if unknown:
@@ -97,6 +103,12 @@ def service_settings(config: Config, trust: TrustSettings) -> ServiceSettings:
     require_login = table.get("require_login", False)
     if not isinstance(require_login, bool):
         raise ConfigError(detail="verify_service.require_login must be true or false")
+
+    online = table.get("online", False)
+    if not isinstance(online, bool):
+        raise ConfigError(detail="verify_service.online must be true or false")
+    if online and not trust.online:
+        trust = replace(trust, online=True)
 
     policy_table = table.get("policy", {})
     if not isinstance(policy_table, dict):

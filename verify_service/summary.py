@@ -7,8 +7,9 @@ import unicodedata
 from qsign.i18n import N_, gettext_for
 from verify_service.report import Report, SignatureReport
 
-__all__ = ["COVERAGE_LABELS", "KIND_LABELS", "MODIFICATION_LABELS", "PROBLEM_MESSAGES", "VERDICT_LABELS",
-           "format_summary", "format_table"]
+__all__ = ["COVERAGE_LABELS", "KIND_LABELS", "MODIFICATION_LABELS", "PROBLEM_MESSAGES", "REVOCATION_REASON_LABELS",
+           "REVOCATION_SOURCE_LABELS", "REVOCATION_STATUS_LABELS", "VERDICT_LABELS", "format_summary", "format_table",
+           "revocation_text"]
 
 #: One sentence per error code that a report can contain.
 PROBLEM_MESSAGES = {
@@ -26,7 +27,9 @@ PROBLEM_MESSAGES = {
     "revoked_no_poe": N_("The signer's certificate is revoked."),
     "revoked_ca_no_poe": N_("A CA certificate in the path is revoked."),
     "out_of_bounds_no_poe": N_("The signer's certificate is expired or not yet valid."),
-    "try_later": N_("Revocation data is not fresh enough; try again later."),
+    "try_later": N_("A certificate of the path names a CRL or OCSP responder, but no usable revocation data "
+                    "is available (none embedded and fetching off, stale, or the responder unreachable); "
+                    "verify online or try again later."),
     "no_poe": N_("No proof of existence for the signature time."),
     "coverage_incomplete": N_("The byte range does not cover the whole signed revision."),
     "modified_after_signing": N_("The document was changed after signing in a way the signature does not allow."),
@@ -50,6 +53,33 @@ PROBLEM_MESSAGES = {
     "not_yet_valid": N_("The signer's certificate is not yet valid."),
     "revoked": N_("The signer's certificate is revoked."),
     "sig_constraints_failure": N_("The signature does not meet the constraints of the validation policy."),
+    "form_field_changed_after_signing": N_("A form field's value or appearance was changed after signing, so the "
+                                           "document shows something other than what was signed."),
+}
+
+#: Revocation status of a certificate (``RevocationStatus``).
+REVOCATION_STATUS_LABELS = {
+    "not_applicable": N_("no revocation information defined"),
+    "good": N_("not revoked"),
+    "revoked": N_("revoked"),
+    "unknown": N_("unknown"),
+}
+
+#: Reason of a certificate's revocation status (``CertificateRevocation.reason``).
+REVOCATION_REASON_LABELS = {
+    "no_revocation_endpoint": N_("the certificate names no CRL and no OCSP responder"),
+    "checked": N_("checked"),
+    "revoked": N_("a CRL or OCSP response says revoked"),
+    "no_revocation_data_offline": N_("no revocation data in the file, and fetching is off"),
+    "revocation_fetch_failed": N_("the CRL or OCSP responder could not be reached"),
+    "revocation_data_not_accepted": N_("the revocation data is stale or invalid"),
+    "not_checked": N_("not checked, because the path failed before"),
+}
+
+#: Origin of the revocation data (``RevocationSource``).
+REVOCATION_SOURCE_LABELS = {
+    "embedded": N_("embedded in the file"),
+    "online": N_("fetched online"),
 }
 
 #: A short localized gloss next to each ETSI indication, which stays in English.
@@ -139,9 +169,28 @@ def _signature_lines(index: int, signature: SignatureReport, _) -> list[str]:
         lines.append(_field(_, N_("Changes after signing"), changes, indent))
     for changed in signature.changed_objects:
         lines.append(f"{indent}  - {changed}")
+    if signature.revocation is not None:
+        lines.extend(_revocation_lines(signature, _, indent))
     for code in signature.errors:
         message = _(PROBLEM_MESSAGES[code]) if code in PROBLEM_MESSAGES else code
         lines.append(f"{indent}! {message} [{code}]")
+    return lines
+
+
+def revocation_text(status: str, source: str | None, _) -> str:
+    """Return e.g. ``not revoked (embedded in the file)`` in the gettext function's language."""
+    text = _(REVOCATION_STATUS_LABELS.get(status, status))
+    if source is not None:
+        text = _("{status} ({source})").format(status=text, source=_(REVOCATION_SOURCE_LABELS.get(source, source)))
+    return text
+
+
+def _revocation_lines(signature: SignatureReport, _, indent: str) -> list[str]:
+    revocation = signature.revocation
+    lines = [_field(_, N_("Revocation"), revocation_text(revocation.status, revocation.source, _), indent)]
+    for entry in revocation.certificates:
+        reason = _(REVOCATION_REASON_LABELS.get(entry.reason, entry.reason))
+        lines.append(f"{indent}  - {entry.subject}: {revocation_text(entry.status, entry.source, _)}; {reason}")
     return lines
 
 

@@ -169,8 +169,12 @@ class _Validation:
         """
         other_certificates = _signed_data_certificates(signed_data) + list(embedded.certificates)
         context = self.context(embedded)
-        status = await validate(context)
-        revocation = await self._revocation(status, other_certificates, context, embedded, self.trust.online)
+        try:
+            status = await validate(context)
+            revocation = await self._revocation(status, other_certificates, context, embedded, self.trust.online)
+        finally:
+            # Closes the HTTP session that an online context opens for fetching.
+            await context.aclose()
         # Each context takes "now" when it is made; the report names one validation time for all.
         revocation.checked_at = self.moment.isoformat()
         report = build(status, revocation)
