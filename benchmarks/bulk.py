@@ -23,7 +23,6 @@ import io
 import multiprocessing
 import os
 import platform
-import resource
 import shutil
 import json
 import subprocess
@@ -152,6 +151,11 @@ def pipeline_run(state_dir: Path, profile: str, inputs: list[Path], out_dir: Pat
     return time.perf_counter() - started, summary
 
 
+def _peak_rss_kb(status: str) -> int:
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["VmHWM"].split()[0]) if "VmHWM" in fields else 0
+
+
 def _worker_peaks(parent: int) -> dict[int, int]:
     """Return the ``VmHWM`` (kB) of each live bulk worker (a spawned child of ``parent``) by PID."""
     peaks: dict[int, int] = {}
@@ -197,7 +201,9 @@ def large_phase(state_dir: Path, large: Path, out_dir: Path) -> dict[str, float]
     return {"sha256sum_seconds": sha_seconds, "pipeline_seconds": seconds,
             "recorded": summary["counts"]["recorded"],
             "worker_peak_rss_mb": max(peaks.values(), default=0) / 1024,
-            "scheduler_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            # VmHWM, not ru_maxrss: Linux keeps in ru_maxrss the RSS of the benchmark process that
+            # forked this one before the exec.
+            "scheduler_peak_rss_mb": _peak_rss_kb(Path("/proc/self/status").read_text()) / 1024}
 
 
 def main() -> int:

@@ -40,7 +40,6 @@ from hsm import testhooks
 from hsm.cms import CmsTemplate
 from hsm.errors import OutputForeign, OutputWriteFailed
 from hsm.profiles import BulkProfile
-from hsm.timestamps import SignatureTimestamps
 from qsign.config import Config
 from qsign.errors import QsignError
 from signing.appearance import VisibleSignature, build_stamp_style
@@ -192,7 +191,13 @@ class Sealer:
         self.digest_algorithm = select_digest(key, profile.digest)
         self.signer = TokenSigner(key, chain=self.chain, digest_algorithm=self.digest_algorithm, pss=profile.pss)
         # B-T: the TSA is asked once here, so that the fixed signature space also holds the token.
-        self.timestamps = SignatureTimestamps.for_level(profile.level, config, self.digest_algorithm)
+        self.timestamps = None
+        if profile.level != "B-B":
+            # Imported here: the TSA client loads aiohttp and the validation modules, which a B-B worker
+            # does not need in memory.
+            from hsm.timestamps import SignatureTimestamps
+
+            self.timestamps = SignatureTimestamps.for_level(profile.level, config, self.digest_algorithm)
         self.template = CmsTemplate(key.certificate, self.chain, self.digest_algorithm,
                                     signature_mechanism(key, self.digest_algorithm, profile.pss),
                                     signature_size(key),

@@ -39,6 +39,24 @@ def certificate_summary(certificate: Any) -> dict[str, str]:
             "sha256": certificate.sha256.hex()}
 
 
+def _open_store(config: Any) -> Any:
+    """Open the archive's document store without its database: the scheduler writes every record.
+
+    ``archive.api`` (and with it SQLAlchemy, about 13 MB of a worker's memory) is loaded only for
+    an encrypted archive, to open its key-encryption key.
+    """
+    from archive.settings import load_settings
+    from archive.store import DocumentStore
+
+    settings = load_settings(config)
+    kek = None
+    if settings.encryption != "off":
+        from archive.api import open_kek
+
+        kek = open_kek(settings, config)
+    return DocumentStore(settings.documents_dir, kek)
+
+
 def worker_main(state_dir: str, profile_name: str, lock_path: str, tasks: Any, events: Any, parent_pid: int,
                 index: int, log_level: int) -> None:
     """Run in a spawned process: open the key, then seal each chunk from ``tasks`` until ``None``."""
@@ -47,7 +65,6 @@ def worker_main(state_dir: str, profile_name: str, lock_path: str, tasks: Any, e
     lock = open(lock_path, "a")  # noqa: SIM115 (held until the process exits)
     fcntl.flock(lock, fcntl.LOCK_SH)
 
-    from archive.api import Archive
     from hsm.profiles import get_profile
     from hsm.sealer import ItemTask, Sealer
     from qsign.config import apply_environment, load_config
@@ -57,8 +74,8 @@ def worker_main(state_dir: str, profile_name: str, lock_path: str, tasks: Any, e
     apply_environment(config)
     try:
         profile = get_profile(config, profile_name)
-        archive = Archive.open(Path(state_dir), config)
-        sealer = Sealer(config, profile, archive.store)
+        store = _open_store(config)
+        sealer = Sealer(config, profile, store)
     except QsignError as error:
         events.put(("fatal", index, error.code, error.message("en")))
         return
@@ -81,4 +98,5 @@ def worker_main(state_dir: str, profile_name: str, lock_path: str, tasks: Any, e
                 break
     finally:
         sealer.close()
-        archive.close()
+        if store.kek is not None:
+            store.kek.close()

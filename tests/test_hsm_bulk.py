@@ -1,9 +1,10 @@
 """Bulk sealing (``qsign bulk``) on the SoftHSM2 seal keys: outputs, records, kills and resume, bad input.
 
 The jobs run the ``qsign`` CLI in subprocesses, as an operator would, with the session's state dir.
-Each test uses its own input and output directories and its own job. The certificates of the state
-dir name the test PKI's OCSP responder and TSA, so ``pki_services`` serves them on 127.0.0.1 for the
-tests that verify with revocation data or seal at level B-T.
+Each test uses its own input and output directories and its own job. The tests that verify with
+revocation data or seal at level B-T use ``pki_state``: a state dir of this module whose certificates
+name a test PKI (OCSP responder, CRLs, TSA) on a free port of 127.0.0.1, served for the module.
+Another test run may hold port 8471, which the session's state dir names.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import json
 import random
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -27,7 +29,6 @@ from archive.api import Archive
 from hsm.errors import ZipUnsafe
 from hsm.inputs import ZipLimits, extract_zip
 from qsign.config import load_config
-from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
 from softhsm_setup.pki_server import PkiServer
 from conftest import run_qsign
 from helpers.signing_checks import make_encrypted_pdf, validate_pdf
@@ -38,12 +39,25 @@ REAL = Path(__file__).parent / "data" / "real"
 SAMPLE = REAL / "xiaoshan-sample.pdf"
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def pki_services(softhsm_state: Path) -> Iterator[PkiServer]:
-    """The OCSP responder, CRLs and TSA of ``softhsm_state`` at the base URL its certificates name."""
-    urls = PkiUrls.parse(load_config(softhsm_state).section("pki").get("base_url") or DEFAULT_PKI_BASE_URL)
-    server = PkiServer(softhsm_state, "127.0.0.1", urls.port).start()
-    yield server
+def pki_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A state dir whose test PKI is served on a free port for the module, with a B-T profile ``seal_bt``."""
+    state_dir = tmp_path_factory.mktemp("bulk-pki-state")
+    port = _free_port()
+    completed = run_qsign("softhsm", "init", "--json", "--pki-base-url", f"http://127.0.0.1:{port}",
+                          state_dir=state_dir)
+    assert completed.returncode == 0, completed.stderr
+    config_path = state_dir / "qsign.toml"
+    config_path.write_text(config_path.read_text(encoding="utf-8")
+                           + '\n[profiles.seal_bt]\ntoken = "seal"\nlevel = "B-T"\n', encoding="utf-8")
+    server = PkiServer(state_dir, "127.0.0.1", port).start()
+    yield state_dir
     server.stop()
 
 
@@ -114,26 +128,30 @@ def _check_job(state_dir: Path, job_id: str, out_dir: Path, sealed_keys: list[st
     return status
 
 
-def test_bulk_seals_directory(softhsm_state, pki_services, tmp_path):
+def test_bulk_seals_directory(pki_state, tmp_path):
     keys = _make_inputs(tmp_path / "in", 4)
 
-    completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out",
+    completed = _bulk(pki_state, "sign", str(tmp_path / "in"), "--profile", "seal", "--out",
                       str(tmp_path / "out"), "--json")
 
     assert completed.returncode == 0, completed.stderr
     job_id = _job_id(completed)
     assert json.loads(completed.stdout.splitlines()[-1])["result"]["counts"]["recorded"] == len(keys)
-    _check_job(softhsm_state, job_id, tmp_path / "out", keys, qsign_verify=True)
+    status = _check_job(pki_state, job_id, tmp_path / "out", keys, qsign_verify=True)
+    sample = json.loads(Path(status["manifest"]).read_text(encoding="utf-8").splitlines()[0])
+    checked = _pyhanko_cli_validate(pki_state, Path(sample["output"]))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert ":VALID" in checked.stdout, checked.stdout
 
 
-def test_bulk_ec_profile_with_globs(softhsm_state, pki_services, tmp_path):
+def test_bulk_ec_profile_with_globs(pki_state, tmp_path):
     _make_inputs(tmp_path / "in", 3)
 
-    completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", "seal_ec", "--out",
+    completed = _bulk(pki_state, "sign", str(tmp_path / "in"), "--profile", "seal_ec", "--out",
                       str(tmp_path / "out"), "--include", "notice-*", "--exclude", "notice-001.pdf", "--json")
 
     assert completed.returncode == 0, completed.stderr
-    _check_job(softhsm_state, _job_id(completed), tmp_path / "out", ["in/notice-000.pdf", "in/notice-002.pdf"],
+    _check_job(pki_state, _job_id(completed), tmp_path / "out", ["in/notice-000.pdf", "in/notice-002.pdf"],
                qsign_verify=True)
 
 
@@ -213,35 +231,25 @@ def test_bulk_kill_and_resume(softhsm_state, tmp_path, run):
     _check_job(softhsm_state, job_id, tmp_path / "out", keys)
 
 
-@pytest.fixture(scope="module")
-def bt_profile(softhsm_state: Path) -> str:
-    """Add ``[profiles.seal_bt]``: the RSA seal key at level B-T, with the state dir's ``[tsa]``."""
-    config_path = softhsm_state / "qsign.toml"
-    text = config_path.read_text(encoding="utf-8")
-    if "[profiles.seal_bt]" not in text:
-        config_path.write_text(text + '\n[profiles.seal_bt]\ntoken = "seal"\nlevel = "B-T"\n', encoding="utf-8")
-    return "seal_bt"
-
-
 def _pyhanko_cli_validate(state_dir: Path, path: Path) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).parent / "pyhanko"), "sign", "validate", "--trust-replace", "--trust",
                str(state_dir / "pki" / "root-ca.pem"), "--executive-summary", str(path)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_bulk_b_t_signature_timestamp(softhsm_state, pki_services, bt_profile, tmp_path):
+def test_bulk_b_t_signature_timestamp(pki_state, tmp_path):
     keys = _make_inputs(tmp_path / "in", 3)
 
-    completed = _bulk(softhsm_state, "sign", str(tmp_path / "in"), "--profile", bt_profile, "--out",
+    completed = _bulk(pki_state, "sign", str(tmp_path / "in"), "--profile", "seal_bt", "--out",
                       str(tmp_path / "out"), "--workers", "2", "--json")
 
     assert completed.returncode == 0, completed.stderr
-    status = _check_job(softhsm_state, _job_id(completed), tmp_path / "out", keys, qsign_verify=True)
+    status = _check_job(pki_state, _job_id(completed), tmp_path / "out", keys, qsign_verify=True)
     manifest = [json.loads(line) for line in Path(status["manifest"]).read_text(encoding="utf-8").splitlines()]
-    trust = trust_from_config(load_config(softhsm_state), online=True)
+    trust = trust_from_config(load_config(pki_state), online=True)
     for entry in manifest:
         output = Path(entry["output"])
-        statuses = validate_pdf(output, softhsm_state)
+        statuses = validate_pdf(output, pki_state)
         timestamp = statuses[0].timestamp_validity
         assert timestamp is not None, f"{entry['item']} has no signature timestamp"
         assert timestamp.intact and timestamp.valid, entry["item"]
@@ -249,7 +257,7 @@ def test_bulk_b_t_signature_timestamp(softhsm_state, pki_services, bt_profile, t
         report = verify_file(output, trust=trust)
         assert report.signatures[0].level.value == "B-T", entry["item"]
     for entry in manifest[:2]:
-        checked = _pyhanko_cli_validate(softhsm_state, Path(entry["output"]))
+        checked = _pyhanko_cli_validate(pki_state, Path(entry["output"]))
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert ":VALID" in checked.stdout, checked.stdout
 
