@@ -285,29 +285,35 @@ class CardRig:
             if time.monotonic() > deadline:
                 raise RigError(detail=f"pcscd did not create {self.socket_path} within {_START_TIMEOUT:.0f} s")
             time.sleep(0.02)
-        self._wait_for_port(VPCD_BASE_PORT)
+        self._wait_for_ports(process.pid)
         _logger.info("started pcscd (pid %d) in namespace %s", process.pid, self.namespace)
         return Step.STARTED
 
-    def _wait_for_port(self, port: int) -> None:
+    def _wait_for_ports(self, pid: int) -> None:
+        """Wait until vpcd in pcscd ``pid`` listens on every reader's port.
+
+        The check reads the listening sockets of pcscd's network namespace from ``/proc/PID/net/tcp*``
+        instead of connecting, because vpcd would take a test connection for a card.
+        """
+        wanted = {f"{VPCD_BASE_PORT + reader:04X}" for reader in range(READER_COUNT)}
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
-            probe = netns_socket(self.namespace)
-            try:
-                probe.settimeout(1.0)
-                probe.connect(("127.0.0.1", port))
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RigError(detail=f"vpcd is not listening on port {port}") from None
-                time.sleep(0.05)
-                continue
-            finally:
-                probe.close()
-            # vpcd treats the probe as a card that connects and leaves at once; pcscd checks for a card
-            # every 400 ms, so clients rarely see it. NOTE: the pause before the first tap is a guess
-            # that vpcd needs time to drop the probe; it was not measured.
-            time.sleep(0.1)
-            return
+            listening = set()
+            for table in ("tcp", "tcp6"):
+                try:
+                    lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+                except FileNotFoundError:
+                    continue
+                for line in lines:
+                    fields = line.split()
+                    if fields[3] == "0A":  # TCP_LISTEN
+                        listening.add(fields[1].rsplit(":", 1)[1])
+            if wanted <= listening:
+                return
+            if time.monotonic() > deadline:
+                raise RigError(detail=f"vpcd is not listening on ports {VPCD_BASE_PORT}-"
+                                      f"{VPCD_BASE_PORT + READER_COUNT - 1} after {_START_TIMEOUT:.0f} s")
+            time.sleep(0.02)
 
     # ----- tap and remove
 
@@ -370,8 +376,14 @@ class CardRig:
         return report
 
     def restart_pcscd(self) -> None:
-        """Stop pcscd and start it again, as an administrator or a package upgrade would."""
+        """Stop pcscd and start it again, as an administrator or a package upgrade would.
+
+        The bridges lose their vpcd connection with the old pcscd and exit on their own. They are
+        stopped here too, so that a ``tap`` right after the restart does not find one still exiting.
+        """
         self._stop("pcscd")
+        for reader in range(READER_COUNT):
+            self.remove(reader)
         self._start_pcscd()
 
     # ----- helpers
