@@ -2,7 +2,7 @@
 
 Every response must be documented for its operation (status code, content type, and schema for JSON),
 and none may be a server error. The calls are made by a paired auditor's device, which may read every
-request; generated request ids mostly do not exist, so the signing and event routes answer 404 here
+request; generated request ids mostly do not exist, so the signing and event routes return 404 here
 and the flow tests cover their successful paths.
 """
 
