@@ -47,7 +47,7 @@ __all__ = ["CardSpec", "CARDS", "CardRig", "RigError", "VPCD_BASE_PORT", "READER
 _logger = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "qsign-card"
-#: vpcd (vsmartcard 0.8 / Debian vsmartcard-vpcd 3.3) offers two readers, on ports 35963 and 35964.
+#: vpcd (Debian vsmartcard-vpcd 3.3, libifdvpcd.so 0.8) offers two readers, on ports 35963 and 35964.
 VPCD_BASE_PORT = 35963
 READER_COUNT = 2
 #: Reader names pcscd gives vpcd's two slots with the ``FRIENDLYNAME`` this rig writes.
