@@ -2,9 +2,9 @@
 
 One ``Sealer`` lives in each worker process and owns that process's only ``TokenKey``, so every
 PKCS#11 call of the process comes from one thread. A chunk of documents goes through the steps
-together: each document's input is written to the document store and, in the same read, copied to
-a partial file, which is prepared up to its byte-range digest; then
-all digests are signed on the token one after another, then each signature is embedded.
+together. Each document's input is written to the document store and, in the same read, copied to
+a partial file, which is prepared up to its byte-range digest. Then all digests are signed on the
+token one after another, and each signature is embedded.
 
 Files of one document, all in the output directory tree so that renames stay on one file system:
 
@@ -190,7 +190,7 @@ class Sealer:
 
         self.digest_algorithm = select_digest(key, profile.digest)
         self.signer = TokenSigner(key, chain=self.chain, digest_algorithm=self.digest_algorithm, pss=profile.pss)
-        # B-T: the TSA is asked once here, so that the fixed signature space also holds the token.
+        # B-T: the TSA is asked once here, so that the fixed signature space also has room for the token.
         self.timestamps = None
         if profile.level != "B-B":
             # Imported here: the TSA client loads aiohttp and the validation modules, which a B-B worker

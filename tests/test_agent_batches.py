@@ -123,7 +123,8 @@ async def test_batch_over_http(agent, phones, tmp_path):
         if name.endswith(".pdf"):
             path = tmp_path / "results" / name
             statuses = await asyncio.to_thread(validate_pdf, path, agent.state_dir)
-            assert len(statuses) == 1 and statuses[0].bottom_line, name
+            assert len(statuses) == 1, name
+            assert statuses[0].bottom_line, name
             assert hashlib.sha256(path.read_bytes()).hexdigest() in recorded
 
     with Archive.open(agent.state_dir) as archive:

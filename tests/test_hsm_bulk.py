@@ -295,7 +295,7 @@ def _copy_state(source: Path, destination: Path) -> Path:
 
 
 def test_bulk_token_removed_mid_batch(softhsm_state, tmp_path):
-    """The token directory goes away while the worker holds a session, and comes back before the resume."""
+    """The token directory goes away while the worker has a session open, and comes back before the resume."""
     state_dir = _copy_state(softhsm_state, tmp_path / "state")
     keys = _make_inputs(tmp_path / "in", 10)
     pause = tmp_path / "pause"
@@ -310,7 +310,8 @@ def test_bulk_token_removed_mid_batch(softhsm_state, tmp_path):
                                   str(tmp_path / "out"), "--workers", "1", "--json", env=env)
         deadline = time.monotonic() + 120
         while not (pause / "paused").exists():
-            assert time.monotonic() < deadline and not running.done(), "the worker never reached its third signature"
+            assert not running.done(), "the job ended before the worker reached its third signature"
+            assert time.monotonic() < deadline, "the worker never reached its third signature"
             time.sleep(0.05)
         tokens.rename(away)
         tokens.mkdir()
