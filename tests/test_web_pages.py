@@ -203,6 +203,9 @@ def sign_as_officer(page: object, base_url: str, request_id: str, state_dir: Pat
                            arg=list(signing.values()))
     screens.shot(page, "signing")
     page.wait_for_selector("#download:not([hidden]) a", timeout=30_000)
+    # The script loads the page again after a new stored state; wait for that page before the screenshot.
+    page.wait_for_selector("#live[data-state=signed]", timeout=30_000)
+    page.wait_for_load_state()
     assert page.locator("#live-state").get_attribute("class") == "state state-signed"
     screens.shot(page, "signed")
     with page.expect_download() as download:
@@ -258,6 +261,8 @@ def test_whole_flow_at_phone_size(agent: AgentProcess, browser: object, tmp_path
     # The requester's page, opened before the signature, follows the state through the event stream.
     operator.wait_for_function("document.getElementById('live-state').textContent === arguments[0]"
                                .replace("arguments[0]", repr(expected[1])), timeout=20_000)
+    operator.wait_for_selector("#live[data-state=signed]", timeout=20_000)
+    operator.wait_for_load_state()
     screens.shot(operator, "requester-sees-signed")
 
     officer.goto(f"{base}/web/inbox")
