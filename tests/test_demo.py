@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,15 @@ DEMO_TIMEOUT = 300
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     state_dir = tmp_path_factory.mktemp("demo-state")
+
+    # The demo serves its test PKI on the port of [pki] base_url (8471 unless set). A free port keeps
+    # this test independent of whatever else holds 8471 on the machine.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    initialized = run_qsign("softhsm", "init", "--pki-base-url", f"http://127.0.0.1:{port}", state_dir=state_dir)
+    assert initialized.returncode == 0, initialized.stderr
+
     completed = run_qsign("demo", state_dir=state_dir, timeout=DEMO_TIMEOUT)
     return completed, state_dir
 
@@ -66,11 +78,32 @@ def test_demo_signatures_valid_per_service(demo_run):
     assert report["verdict"] in ("valid", "TOTAL_PASSED")
 
 
-def test_demo_output_valid_per_pyhanko_cli(demo_run):
+@pytest.fixture
+def served_pki(demo_run):
+    """Serve the demo state's OCSP responder and CRLs on 127.0.0.1 while a test runs."""
+    _, state_dir = demo_run
+    server = subprocess.Popen([sys.executable, "-m", "qsign.cli", "softhsm", "serve-pki", "--lang", "en",
+                               "--state-dir", str(state_dir)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The TSA line is printed last, once the server listens.
+        for line in server.stdout:
+            if line.strip().startswith("TSA"):
+                break
+        else:
+            pytest.fail(f"serve-pki ended early: {server.stderr.read()}")
+        yield
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
+def test_demo_output_valid_per_pyhanko_cli(demo_run, served_pki):
     completed, state_dir = demo_run
     signed = _signed_file(completed.stdout)
-    pyhanko = shutil.which("pyhanko") or str(Path(__import__("sys").executable).parent / "pyhanko")
+    pyhanko = shutil.which("pyhanko") or str(Path(sys.executable).parent / "pyhanko")
 
+    # Revocation is checked online, against the demo's own OCSP responder and CRLs.
     validated = subprocess.run(
         [pyhanko, "sign", "validate", "--trust-replace",
          "--trust", str(state_dir / "pki" / "root-ca.pem"),
