@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from qsign.config import apply_environment, load_config, resolve_state_dir
+from qsign.config import CONFIG_NAME, apply_environment, load_config, resolve_state_dir, write_config
 from qsign.errors import InvalidInput
 from qsign.i18n import N_, translate
 
@@ -113,6 +113,41 @@ def _first_signer(path: Path) -> str:
         return signer_common_name(signature.signer_cert)
 
 
+#: What the demo adds to ``qsign.toml`` so that the archive encrypts stored files: an AES key-encryption
+#: key on the HSM token (made on first use, never extractable) and audit checkpoints signed by the seal key.
+DEMO_ARCHIVE_CONFIG = {
+    "tokens": {"archive_kek": {"token": "qsign-hsm", "key": "archive-kek", "pin_file": "secrets/hsm.pin"}},
+    "archive": {"encryption": "pkcs11", "kek_profile": "archive_kek", "kek_create": True,
+                "checkpoint_profile": "seal", "checkpoint_every": 100},
+}
+
+
+def _enable_archive_encryption(state_dir: Path) -> bool:
+    """Add ``DEMO_ARCHIVE_CONFIG`` to the state dir's config unless it has an ``[archive]`` table.
+
+    Returns whether the file changed; an existing ``[archive]`` table is left as the user set it.
+    """
+    config = load_config(state_dir)
+    if "archive" in config.raw:
+        return False
+
+    raw = dict(config.raw)
+    raw["tokens"] = {**raw.get("tokens", {}), **DEMO_ARCHIVE_CONFIG["tokens"]}
+    raw["archive"] = DEMO_ARCHIVE_CONFIG["archive"]
+    write_config(config.path, raw)
+    return True
+
+
+def _archive_sealed(state_dir: Path, config: Any, sealed: Path, phone: Any) -> None:
+    """Store the sealed file in the archive and record the seal in the audit log."""
+    from archive.api import Archive, DocumentKind
+
+    with Archive.open(state_dir, config) as archive:
+        record = archive.store_document(sealed, DocumentKind.SIGNED, media_type="application/pdf")
+        archive.audit("demo", "document.sealed", object_ids={"request": phone.request_id, "profile": "seal"},
+                      document_hashes=[record.sha256])
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from qsign.demo_phone import run_phone_flow
     from signing.pades import PadesOptions
@@ -130,6 +165,10 @@ def run_demo(args: argparse.Namespace) -> int:
         out.path(Path(written))
     out.step(N_("Test PINs are in {path}; they are for tests only."), path=str(state_dir / "secrets"))
 
+    if _enable_archive_encryption(state_dir):
+        out.step(N_("Turned on encryption at rest for the archive, with its key on the HSM token"))
+        out.path(state_dir / CONFIG_NAME)
+
     config = load_config(state_dir)
     apply_environment(config)
     demo_dir = state_dir / "demo"
@@ -146,6 +185,8 @@ def run_demo(args: argparse.Namespace) -> int:
                                 location=translate("Example City Tax Bureau", "zh_CN"))
     seal = _sign(config, "seal", officer_signed, sealed, seal_options)
     out.path(sealed)
+    _archive_sealed(state_dir, config, sealed, phone)
+    out.step(N_("Recorded the sealed file and an audit entry in the archive"))
 
     out.step(N_("Serving the test PKI's OCSP and CRLs on 127.0.0.1 for revocation checks"))
     try:

@@ -34,3 +34,5 @@ def configure_logging(verbose: bool = False, json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # werkzeug (the test PKI server) sets its own logger to INFO and logs every request.
+    logging.getLogger("werkzeug").setLevel(logging.DEBUG if verbose else logging.WARNING)
