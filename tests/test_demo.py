@@ -116,3 +116,15 @@ def test_demo_output_valid_per_pyhanko_cli(demo_run, served_pki):
     assert len(lines) == 2
     for line in lines:
         assert line.endswith(":VALID"), line
+
+
+def test_demo_archive_encrypted_and_intact(demo_run):
+    completed, state_dir = demo_run
+    stored = [path for path in (state_dir / "archive" / "documents").rglob("*") if path.is_file()]
+
+    verified = run_qsign("archive", "verify", "--json", state_dir=state_dir)
+
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert len(stored) >= 3
+    for path in stored:
+        assert not path.read_bytes().startswith(b"%PDF"), f"{path} is stored in plaintext"
