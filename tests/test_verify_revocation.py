@@ -280,3 +280,40 @@ def test_config_online_key(revocation_pki: RevocationPki, tmp_path: Path, online
     assert report["trust"]["online"] is (online_key == "true")
     assert report["signatures"][0]["revocation"]["source"] == source
     assert completed.returncode == (0 if online_key == "true" else 1), completed.stderr
+
+
+def test_revocation_info_archival_offline(revocation_pki: RevocationPki, tmp_path: Path) -> None:
+    """A signature with the adbe.pkcs7.detached sub-filter carries its OCSP response and CRL in the
+    adbe-revocationInfoArchival signed attribute, not in a /DSS: offline validation uses them."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.fields import SigSeedSubFilter
+    from pyhanko_certvalidator import ValidationContext
+
+    from verify_service.revocation import dss_revocation_data
+
+    directory = revocation_pki.root_pem.parent
+    arch = CertomancerConfig.from_file(str(directory / "certomancer.yml"),
+                                       key_search_dir=str(directory)).get_pki_arch(ArchLabel(ARCH))
+    key = serialization.load_pem_private_key((directory / "signer.key.pem").read_bytes(), password=None)
+    key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    signer = signers.SimpleSigner(
+        signing_cert=arch.get_cert(CertLabel("signer-good")),
+        signing_key=asn1_keys.PrivateKeyInfo.load(key_der),
+        cert_registry=SimpleCertificateStore.from_certs([arch.get_cert(CertLabel("root"))]),
+    )
+    metadata = signers.PdfSignatureMetadata(
+        field_name="Signature1", subfilter=SigSeedSubFilter.ADOBE_PKCS7_DETACHED, embed_validation_info=True,
+        validation_context=ValidationContext(trust_roots=[arch.get_cert(CertLabel("root"))], allow_fetching=True))
+    writer = IncrementalPdfFileWriter(io.BytesIO(real_pdf("xtu.pdf").read_bytes()), strict=False)
+    path = tmp_path / "archival.pdf"
+    path.write_bytes(signers.sign_pdf(writer, metadata, signer=signer).getvalue())
+    with path.open("rb") as handle:
+        assert not dss_revocation_data(PdfFileReader(handle))
+
+    trust = trust_from_files([revocation_pki.root_pem], online=False)
+    report = verify_isolated(path, trust=trust, limits=Limits(timeout_seconds=60, memory_mb=1024))
+
+    signature = report.signatures[0]
+    assert (report.verdict, report.sub_indication) == ("TOTAL_PASSED", None)
+    assert (signature.revocation.status, signature.revocation.source) == ("good", "embedded")
