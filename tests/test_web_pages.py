@@ -1,6 +1,7 @@
 """The agent's web pages in headless Chromium at phone size, against ``qsign agent serve`` with SoftHSM2 tokens.
 
-Each step saves a screenshot (360 × 740 viewport, full page) under ``test-results/screenshots/``.
+Each step saves a screenshot (360 × 740 viewport, full page) under ``test-results/screenshots/``, and
+``test_every_page_in_both_languages`` saves one of every page template in Chinese and in English.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ SCREENSHOTS = REPO / os.environ.get("QSIGN_TEST_RESULTS", "test-results") / "scr
 USERS = ("admin-sun", "reviewer-wang", "operator-zhao", "officer-li", "auditor-chen")
 CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 LOCALES = {"zh_CN": "zh-CN", "en": "en-US"}
+LANGUAGES = list(LOCALES)
+TEMPLATES = REPO / "agent" / "web" / "templates"
+#: Templates that only other templates extend or include; every other template is a page.
+PARTIAL_TEMPLATES = {"base.html", "live.html", "preview.html", "rows.html", "rules.html"}
 
 
 def password(user: str) -> str:
@@ -110,7 +115,8 @@ class Screens:
         self.count = 0
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
-    def shot(self, page: object, step: str) -> None:
+    def shot(self, page: object, step: str) -> str:
+        """Save a full-page screenshot and return the page's template name (from ``body[data-template]``)."""
         self.count += 1
         # Page previews load lazily; load them all so that the full-page picture shows them.
         page.evaluate("""() => Promise.all([...document.images].map(image => {
@@ -118,6 +124,7 @@ class Screens:
             return image.complete ? null : new Promise(done => { image.onload = image.onerror = done; });
         }))""")
         page.screenshot(path=str(SCREENSHOTS / f"{self.name}-{self.count:02d}-{step}.png"), full_page=True)
+        return page.get_attribute("body", "data-template") or ""
 
 
 def phone(browser: object, language: str) -> object:
@@ -279,19 +286,22 @@ def test_whole_flow_at_phone_size(agent: AgentProcess, browser: object, tmp_path
 
 
 @pytest.mark.slow
-def test_template_seal_lands_where_tapped(agent: AgentProcess, browser: object, tmp_path: Path) -> None:
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_template_seal_lands_where_tapped(agent: AgentProcess, browser: object, tmp_path: Path,
+                                          language: str) -> None:
     base = agent.base_url
-    screens = Screens("template-seal-zh_CN")
+    template_id = f"seal-test-{language.lower().replace('_', '')}"
+    screens = Screens(f"template-seal-{language}")
     policy_file = agent.state_dir / "policy.toml"
     backups_before = set((agent.state_dir / "policy-backups").glob("*.toml"))
 
-    admin_context = phone(browser, "zh_CN")
+    admin_context = phone(browser, language)
     admin = admin_context.new_page()
     sign_in(admin, base, "admin-sun")
     admin.goto(f"{base}/web/admin/templates")
     screens.shot(admin, "templates")
     admin.click("a[href='/web/admin/templates/new']")
-    admin.fill("#id", "seal-test")
+    admin.fill("#id", template_id)
     admin.fill("#name_zh", "印章位置测试")
     admin.fill("#name_en", "Seal placement test")
     admin.fill("#required_approvals", "0")
@@ -318,16 +328,16 @@ def test_template_seal_lands_where_tapped(agent: AgentProcess, browser: object, 
     screens.shot(admin, "template-saved")
 
     policy_text = policy_file.read_text(encoding="utf-8")
-    assert "[templates.seal-test]" in policy_text
+    assert f"[templates.{template_id}]" in policy_text
     assert "印章位置测试" in policy_text
     assert len(set((agent.state_dir / "policy-backups").glob("*.toml")) - backups_before) == 1
-    assert (agent.state_dir / "seals" / "seal-test.png").exists()
+    assert (agent.state_dir / "seals" / f"{template_id}.png").exists()
 
-    operator_context = phone(browser, "zh_CN")
+    operator_context = phone(browser, language)
     operator = operator_context.new_page()
     sign_in(operator, base, "operator-zhao")
-    request_id = create_request(operator, base, a4_pdf(tmp_path / "seal.pdf", "Seal"), "seal-test")
-    officer_context = phone(browser, "zh_CN")
+    request_id = create_request(operator, base, a4_pdf(tmp_path / "seal.pdf", "Seal"), template_id)
+    officer_context = phone(browser, language)
     officer = officer_context.new_page()
     sign_in(officer, base, "officer-li")
     signed = sign_as_officer(officer, base, request_id, agent.state_dir, screens)
@@ -339,8 +349,9 @@ def test_template_seal_lands_where_tapped(agent: AgentProcess, browser: object, 
         context.close()
 
 
-def test_template_invalid_shows_error(agent: AgentProcess, browser: object) -> None:
-    context = phone(browser, "en")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_template_invalid_shows_error(agent: AgentProcess, browser: object, language: str) -> None:
+    context = phone(browser, language)
     page = context.new_page()
     sign_in(page, agent.base_url, "admin-sun")
     before = (agent.state_dir / "policy.toml").read_text(encoding="utf-8")
@@ -354,7 +365,7 @@ def test_template_invalid_shows_error(agent: AgentProcess, browser: object) -> N
 
     assert "x2 > x1" in page.locator("#template-error").inner_text()
     assert (agent.state_dir / "policy.toml").read_text(encoding="utf-8") == before
-    Screens("template-invalid-en").shot(page, "error")
+    Screens(f"template-invalid-{language}").shot(page, "error")
     context.close()
 
 
@@ -380,8 +391,9 @@ def test_csrf_token_required(agent: AgentProcess, browser: object, tmp_path: Pat
     context.close()
 
 
-def test_csp_blocks_injected_script(agent: AgentProcess, browser: object) -> None:
-    context = phone(browser, "en")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_csp_blocks_injected_script(agent: AgentProcess, browser: object, language: str) -> None:
+    context = phone(browser, language)
     page = context.new_page()
     violations: list[str] = []
     page.on("console", lambda message: violations.append(message.text)
@@ -399,7 +411,7 @@ def test_csp_blocks_injected_script(agent: AgentProcess, browser: object) -> Non
     assert "window.injected" in page.content()
     assert page.evaluate("typeof window.injected") == "undefined"
     assert violations, "Chromium reported no CSP violation"
-    Screens("csp-en").shot(page, "injected-script-blocked")
+    Screens(f"csp-{language}").shot(page, "injected-script-blocked")
     context.close()
 
 
@@ -495,15 +507,61 @@ def test_admin_pages(agent: AgentProcess, browser: object, language: str) -> Non
     context.close()
 
 
-def test_role_required_page(agent: AgentProcess, browser: object) -> None:
-    context = phone(browser, "zh_CN")
+def _post_sign_in(page: object, base_url: str, user: str, secret: str) -> object:
+    """Send the sign-in form and return the response to its POST."""
+    page.goto(f"{base_url}/web/login")
+    page.fill("#username", user)
+    page.fill("#password", secret)
+    with page.expect_response(lambda response: response.request.method == "POST") as posted:
+        page.click("form.card button[type=submit]")
+    return posted.value
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_sign_in_limited_after_failures(agent: AgentProcess, browser: object, language: str) -> None:
+    base = agent.base_url
+    user = f"limited-{language.lower().replace('_', '')}"
+    admin_context = phone(browser, language)
+    admin = admin_context.new_page()
+    sign_in(admin, base, "admin-sun")
+    admin.goto(f"{base}/web/admin/users")
+    admin.fill("#id", user)
+    admin.fill("#name", user)
+    admin.check("input[name=roles][value=reviewer]")
+    admin.click("form.card button[type=submit]")
+    admin.wait_for_url(re.compile(r"/web/admin/users$"))
+    PasswordStore(agent.state_dir / "agent" / "web-passwords.json").set_password(user, password(user))
+    context = phone(browser, language)
+    page = context.new_page()
+
+    for _ in range(5):
+        assert _post_sign_in(page, base, user, "wrong password").status == 401
+    limited = _post_sign_in(page, base, user, password(user))
+
+    assert limited.status == 429
+    assert 0 < int(limited.headers["retry-after"]) <= 300
+    message = page.locator(".error").inner_text()
+    assert ("登录失败次数过多" if language == "zh_CN" else "Too many failed sign-ins") in message
+    assert ("分钟后" if language == "zh_CN" else "Try again in 5 minutes") in message
+    assert page.url.endswith("/web/login")
+    Screens(f"sign-in-limited-{language}").shot(page, "too-many-failures")
+    admin.goto(f"{base}/web/audit")
+    entry = admin.locator("ol.entries li", has_text="web.sign_in_rate_limited").first
+    assert f"user:{user}" in entry.inner_text()
+    for each in (admin_context, context):
+        each.close()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_role_required_page(agent: AgentProcess, browser: object, language: str) -> None:
+    context = phone(browser, language)
     page = context.new_page()
     sign_in(page, agent.base_url, "operator-zhao")
     response = page.goto(f"{agent.base_url}/web/admin/users")
 
     assert response.status == 403
-    assert "管理员" in page.locator(".error").inner_text()
-    Screens("role-required-zh_CN").shot(page, "error")
+    assert ("管理员" if language == "zh_CN" else "Administrator") in page.locator(".error").inner_text()
+    Screens(f"role-required-{language}").shot(page, "error")
 
     missing = page.goto(f"{agent.base_url}/web/no-such-page")
     assert missing.status == 404
@@ -566,11 +624,12 @@ def test_cookie_flags_secure_over_tls(softhsm_state: Path, tmp_path: Path) -> No
         assert "SameSite=Lax" in header
 
 
-def test_password_set_by_cli(agent: AgentProcess, browser: object) -> None:
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_password_set_by_cli(agent: AgentProcess, browser: object, language: str) -> None:
     completed = run_qsign("web", "passwd", "auditor-chen", "--stdin", "--lang", "en", state_dir=agent.state_dir,
                           input="auditor-new-password\n")
     assert completed.returncode == 0, completed.stderr
-    context = phone(browser, "en")
+    context = phone(browser, language)
     page = context.new_page()
     page.goto(f"{agent.base_url}/web/login")
     page.fill("#username", "auditor-chen")
@@ -581,7 +640,7 @@ def test_password_set_by_cli(agent: AgentProcess, browser: object) -> None:
 
     assert page.locator("#chain-status").get_attribute("class") == "ok"
     assert page.locator("a[href='/web/admin/users']").count() == 0
-    Screens("auditor-en").shot(page, "audit")
+    Screens(f"auditor-{language}").shot(page, "audit")
     context.close()
 
 
@@ -628,10 +687,13 @@ def _approved_request(browser: object, base: str, tmp_path: Path, language: str)
     return request_id
 
 
-def test_pages_readable_without_javascript(agent: AgentProcess, browser: object, tmp_path: Path) -> None:
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_pages_readable_without_javascript(agent: AgentProcess, browser: object, tmp_path: Path,
+                                           language: str) -> None:
     base = agent.base_url
-    request_id = _approved_request(browser, base, tmp_path, "zh_CN")
-    context = browser.new_context(viewport=PHONE, locale="zh-CN", java_script_enabled=False)
+    signed = {"zh_CN": "已完成：已签名", "en": "Done: signed"}[language]
+    request_id = _approved_request(browser, base, tmp_path, language)
+    context = browser.new_context(viewport=PHONE, locale=LOCALES[language], java_script_enabled=False)
     page = context.new_page()
     sign_in(page, base, "officer-li")
     page.goto(f"{base}/web/inbox")
@@ -642,19 +704,20 @@ def test_pages_readable_without_javascript(agent: AgentProcess, browser: object,
     page.click("#sign-form button[type=submit]")
     page.wait_for_url(re.compile(rf"/web/requests/{request_id}/sign$"))
     for _ in range(20):
-        if page.locator("#live-state").inner_text() == "已完成：已签名":
+        if page.locator("#live-state").inner_text() == signed:
             break
         page.wait_for_timeout(500)
         page.reload()
 
-    assert page.locator("#live-state").inner_text() == "已完成：已签名"
+    assert page.locator("#live-state").inner_text() == signed
     assert page.locator("#download").is_visible()
-    Screens("no-javascript-zh_CN").shot(page, "signed")
+    Screens(f"no-javascript-{language}").shot(page, "signed")
     context.close()
 
 
-def test_keyboard_sign_in_on_desktop(agent: AgentProcess, browser: object) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_keyboard_sign_in_on_desktop(agent: AgentProcess, browser: object, language: str) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale=LOCALES[language])
     page = context.new_page()
     page.goto(f"{agent.base_url}/web/login")
 
@@ -673,6 +736,43 @@ def test_keyboard_sign_in_on_desktop(agent: AgentProcess, browser: object) -> No
     page.wait_for_url(re.compile(r"/web/$"))
     page.goto(f"{agent.base_url}/web/review")
 
-    assert page.locator("h1").inner_text() == "Waiting for my review"
-    Screens("desktop-en").shot(page, "review-queue")
+    heading = {"zh_CN": "等待我审核", "en": "Waiting for my review"}[language]
+    assert page.locator("h1").inner_text() == heading
+    Screens(f"desktop-{language}").shot(page, "review-queue")
     context.close()
+
+
+def test_every_page_in_both_languages(agent: AgentProcess, browser: object, tmp_path: Path) -> None:
+    """Visit one page of every page template in each language, save its screenshot and check none is missing."""
+    base = agent.base_url
+    pages = {name for name in os.listdir(TEMPLATES) if name.endswith(".html")} - PARTIAL_TEMPLATES
+    request_id = _approved_request(browser, base, tmp_path, "zh_CN")
+    visits = [
+        (None, "/web/login"), (None, "/web/pair?code=0000-0000"),
+        ("admin-sun", "/web/"), ("admin-sun", "/web/requests"), ("admin-sun", "/web/requests/new"),
+        ("admin-sun", "/web/admin/users"), ("admin-sun", "/web/admin/templates"),
+        ("admin-sun", "/web/admin/templates/new"), ("admin-sun", "/web/admin/pairing"),
+        ("admin-sun", "/web/admin/devices"), ("admin-sun", "/web/admin/tokens"), ("admin-sun", "/web/audit"),
+        ("admin-sun", "/web/admin/backup"), ("admin-sun", "/web/no-such-page"),
+        ("officer-li", "/web/inbox"), ("officer-li", f"/web/requests/{request_id}"),
+        ("officer-li", f"/web/requests/{request_id}/sign"),
+    ]
+
+    for language in LANGUAGES:
+        screens = Screens(f"pages-{language}")
+        contexts = {user: phone(browser, language) for user in (None, "admin-sun", "officer-li")}
+        tabs = {user: context.new_page() for user, context in contexts.items()}
+        for user, tab in tabs.items():
+            if user is not None:
+                sign_in(tab, base, user)
+        shown = set()
+        for user, path in visits:
+            tab = tabs[user]
+            tab.goto(f"{base}{path}")
+            assert tab.get_attribute("html", "lang") == ("zh-CN" if language == "zh_CN" else "en")
+            shown.add(screens.shot(tab, path.strip("/").split("?")[0].replace("/", "-") or "home"))
+        for context in contexts.values():
+            context.close()
+
+        assert pages - shown == set(), f"page templates without a {language} screenshot"
+        assert shown - pages == set(), f"{language} screenshots of templates that are not pages"

@@ -24,6 +24,7 @@ from agent.settings import AgentSettings
 from agent.web.auth import PasswordStore, WebSecret, session_device
 from agent.web.errors import CsrfInvalid, RoleRequired, SessionExpired
 from agent.web.labels import role_label, state_label
+from agent.web.sign_in_limit import SignInLimiter
 from agent.workflow import Caller, Workflow
 from policies import Role
 from qsign.errors import QsignError
@@ -56,6 +57,8 @@ class WebServices:
     sign_errors: dict[str, QsignError] = field(default_factory=dict)
     #: Signatures started from the web pages, kept referenced until they end.
     tasks: set[Any] = field(default_factory=set)
+    #: Failed password sign-ins per user name and per client address.
+    sign_in_limiter: SignInLimiter = field(default_factory=SignInLimiter)
 
 
 WEB = web.AppKey("qsign_web", WebServices)
@@ -228,6 +231,12 @@ def _context(request: web.Request) -> dict[str, Any]:
     }
 
 
+@jinja2.pass_context
+def _page_template(context: jinja2.runtime.Context) -> str:
+    """Return the name of the page's own template (not of ``base.html``, which it extends)."""
+    return context.name or ""
+
+
 async def _context_processor(request: web.Request) -> dict[str, Any]:
     return _context(request)
 
@@ -249,8 +258,9 @@ def build_web_app(workflow: Workflow, settings: AgentSettings, default_language:
     )
     subapp = web.Application(middlewares=[web_middleware])
     subapp[WEB] = web_services
-    aiohttp_jinja2.setup(subapp, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                         context_processors=[_context_processor])
+    environment = aiohttp_jinja2.setup(subapp, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                                       context_processors=[_context_processor])
+    environment.globals["page_template"] = _page_template
     subapp.router.add_static("/static/", HERE / "static", name="static")
     views_session.register(subapp.router)
     views_requests.register(subapp.router)

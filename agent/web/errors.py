@@ -5,7 +5,7 @@ from __future__ import annotations
 from qsign.errors import InvalidInput, QsignError
 from qsign.i18n import N_
 
-__all__ = ["SessionExpired", "CsrfInvalid", "SignInFailed", "RoleRequired", "FormInvalid"]
+__all__ = ["SessionExpired", "CsrfInvalid", "SignInFailed", "SignInRateLimited", "RoleRequired", "FormInvalid"]
 
 
 class SessionExpired(QsignError):
@@ -26,6 +26,13 @@ class SignInFailed(QsignError):
     message_template = N_("The user name or the password is wrong. Check both and try again; "
                           "an administrator can set a new password.")
     http_status = 401
+
+
+class SignInRateLimited(QsignError):
+    code = "sign_in_rate_limited"
+    message_template = N_("Too many failed sign-ins for this user or from this device. Try again in {minutes} "
+                          "minutes, after {time} UTC; an administrator can set a new password.")
+    http_status = 429
 
 
 class RoleRequired(QsignError):

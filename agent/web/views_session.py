@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -11,8 +14,9 @@ from agent.errors import AgentError
 from agent.pairing import redeem_pairing_code, revoke_device
 from agent.web.app import (LANGUAGE_COOKIE, SESSION_COOKIE, WEB_PREFIX, caller, redirect, services, set_cookie)
 from agent.web.auth import SESSION_LIFETIME, create_login_session
-from agent.web.errors import SignInFailed
+from agent.web.errors import SignInFailed, SignInRateLimited
 from policies import Role
+from qsign.errors import QsignError
 from qsign.i18n import SUPPORTED_LANGUAGES, N_
 
 __all__ = ["register"]
@@ -50,20 +54,44 @@ async def login(request: web.Request) -> web.Response:
     web_services = services(request)
     workflow = web_services.workflow
 
-    known = username in workflow.policy.users
-    if not (web_services.passwords.verify(username, password) and known):
-        workflow.archive.audit(f"user:{username or '?'}", "web.sign_in_failed", "failure", reason="sign_in_failed")
-        _logger.info("web sign-in failed for user %r", username)
-        response = aiohttp_jinja2.render_template("login.html", request, {
-            "notice": None, "revoked": False, "next": _local_target(str(form.get("next", ""))),
-            "error": SignInFailed().message(request["language"]), "username": username})
-        response.set_status(401)
+    address = request.remote or "?"
+    limiter = web_services.sign_in_limiter
+
+    # A limited sign-in is rejected before the password is checked, so guessing gains nothing.
+    retry_at = limiter.retry_at(username, address)
+    if retry_at is not None:
+        workflow.archive.audit(f"user:{username or '?'}", "web.sign_in_rate_limited", "failure",
+                               object_ids={"address": address}, reason="sign_in_rate_limited")
+        _logger.warning("web sign-in rejected for user %r from %s until %s: too many failures",
+                        username, address, retry_at.isoformat())
+        seconds = (retry_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        error = SignInRateLimited(ids={"user": username}, minutes=max(1, math.ceil(seconds / 60)),
+                                  time=retry_at.strftime("%H:%M:%S"))
+        response = _login_form_with_error(request, form, username, error)
+        response.headers["Retry-After"] = str(max(1, math.ceil(seconds)))
         return response
 
+    known = username in workflow.policy.users
+    if not (web_services.passwords.verify(username, password) and known):
+        limiter.record_failure(username, address)
+        workflow.archive.audit(f"user:{username or '?'}", "web.sign_in_failed", "failure",
+                               object_ids={"address": address}, reason="sign_in_failed")
+        _logger.info("web sign-in failed for user %r from %s", username, address)
+        return _login_form_with_error(request, form, username, SignInFailed())
+
+    limiter.record_success(username)
     token = create_login_session(workflow.archive, username, request.headers.get("User-Agent", "browser")[:100])
     response = web.HTTPSeeOther(_local_target(str(form.get("next", ""))))
     set_cookie(request, response, SESSION_COOKIE, token, max_age=int(SESSION_LIFETIME.total_seconds()))
     raise response
+
+
+def _login_form_with_error(request: web.Request, form: Any, username: str, error: QsignError) -> web.Response:
+    response = aiohttp_jinja2.render_template("login.html", request, {
+        "notice": None, "revoked": False, "next": _local_target(str(form.get("next", ""))),
+        "error": error.message(request["language"]), "username": username})
+    response.set_status(error.http_status)
+    return response
 
 
 async def logout(request: web.Request) -> web.Response:
