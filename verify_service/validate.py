@@ -11,7 +11,7 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -136,7 +136,7 @@ class _Validation:
 
     def __init__(self, trust: TrustSettings, policy: AlgorithmPolicy, at: datetime | None) -> None:
         self.trust, self.policy, self.at = trust, policy, at
-        self.moment: datetime = self.context(EmbeddedRevocationData()).moment
+        self.moment: datetime = at if at is not None else datetime.now(timezone.utc)
 
     def context(self, embedded: EmbeddedRevocationData, *, at: datetime | None = None,
                 embedded_only: bool = False) -> ValidationContext:
