@@ -189,8 +189,9 @@ class _Validation:
         past_revocation = await self._revocation(past_status, other_certificates, past_context, embedded, False)
         if past_revocation.status is RevocationStatus.UNKNOWN:
             return report
-        # NOTE: the timestamp itself is then checked at its own time as well. A TSA certificate revoked
-        # or expired since then goes unnoticed unless a later document timestamp covers it (B-LTA).
+        # NOTE: the timestamp itself is then checked at its own time too, so a TSA certificate revoked or
+        # expired since then goes unnoticed here. Past signature validation (ETSI EN 319 102-1) would
+        # check the TSA certificate now, or under a later document timestamp.
         past_report = build(past_status, past_revocation)
         past_report.details.append(f"revocation data not usable at {context.moment.isoformat()}; validated at "
                                    f"the timestamp time {proof_time.isoformat()} with the embedded data")
