@@ -13,6 +13,8 @@ is made, so a long-running process picks up fresh revocation data.
 
 from __future__ import annotations
 
+import datetime
+
 import logging
 import threading
 import time
@@ -123,13 +125,22 @@ def trust_roots(config: Config) -> list[x509.Certificate]:
     return load_certificates(config.trust_anchors)
 
 
+#: Clock difference accepted between the signing time and a fresh OCSP response or CRL. With pyHanko's
+#: default of 1 s, B-LT signing on a loaded 2-core machine sometimes failed with "OCSP response is too
+#: recent" right after the test PKI answered.
+SIGNING_TIME_TOLERANCE = datetime.timedelta(minutes=2)
+
+
 def signing_validation_context(config: Config, fetcher: LtvFetcher) -> ValidationContext:
     """Return a context that fetches revocation data and fails when it cannot (``hard-fail``).
 
-    pyHanko validates the signer's certificate with it before signing and embeds what it fetched.
+    pyHanko validates the signer's certificate with it before signing and embeds what it fetched. The
+    validation time is taken before the fetch, so a responder answering with ``thisUpdate`` = its own
+    "now" looks newer than the validation time; ``SIGNING_TIME_TOLERANCE`` accepts that gap.
     """
     return ValidationContext(trust_roots=trust_roots(config), other_certs=load_certificates(config.intermediates),
-                             allow_fetching=True, fetchers=fetcher.fetchers(), revocation_mode="hard-fail")
+                             allow_fetching=True, fetchers=fetcher.fetchers(), revocation_mode="hard-fail",
+                             time_tolerance=SIGNING_TIME_TOLERANCE)
 
 
 def tsa_trust_context(config: Config) -> ValidationContext:
