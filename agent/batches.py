@@ -7,6 +7,9 @@ worker processes do the token work, so the loop stays free. Clients follow the j
 events, then download the manifest (JSON lines) and a zip of the sealed documents.
 
 Every route needs a paired device whose user has the operator role.
+
+NOTE: a batch that was running when the agent stopped is not restarted by the agent. The job is
+resumable, and ``qsign bulk resume JOB`` finishes it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.errors import RequestTooLarge
 from archive.audit import AuditOutcome
 from hsm.errors import JobNotFound, ProfileNotFound
 from hsm.jobs import count_states, get_job, job_summary
@@ -137,7 +141,7 @@ async def _save_upload(request: web.Request, directory: Path, limit: int) -> tup
                 while chunk := await part.read_chunk(1024 * 1024):
                     total += len(chunk)
                     if total > limit:
-                        raise BatchUploadInvalid(detail=f"the upload exceeds {limit} bytes")
+                        raise RequestTooLarge(limit=limit)
                     handle.write(chunk)
             files.append(path)
         else:
@@ -193,7 +197,7 @@ async def create_batch(request: web.Request) -> web.Response:
                                          actor=caller.actor, config=workflow.config)
     except ProfileNotFound:
         shutil.rmtree(directory, ignore_errors=True)
-        raise BatchUploadInvalid(detail=f"no bulk profile named {profile!r}") from None
+        raise BatchUploadInvalid(detail=f"no bulk profile named {profile!r}; 'qsign bulk profiles' lists them") from None
     run = _BatchRun(job_id=job_id)
     _runs(request.app)[job_id] = run
     run.task = asyncio.ensure_future(_run(request.app, run, state_dir))

@@ -156,3 +156,11 @@ async def test_batch_errors(agent, phones):
     status, body, _ = await operator.call("GET", "/api/v1/batches/20260101T000000Z-00000000")
     assert status == 404, body
     assert body["code"] == "job_not_found"
+
+    oversized = aiohttp.FormData()
+    oversized.add_field("profile", "seal")
+    oversized.add_field("file", b"%PDF-1.7\n" + bytes(5_100_000), filename="big.pdf", content_type="application/pdf")
+    status, body, _ = await operator.call("POST", "/api/v1/batches", data=oversized)
+    assert status == 413, body
+    assert body["code"] == "request_too_large"
+    assert not any((agent.state_dir / "agent" / "batches").glob("*/in/*big.pdf")), "a rejected upload is removed"
