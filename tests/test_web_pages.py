@@ -349,6 +349,84 @@ def test_template_seal_lands_where_tapped(agent: AgentProcess, browser: object, 
         context.close()
 
 
+@pytest.mark.slow
+def test_template_seal_on_sample_page(agent: AgentProcess, browser: object) -> None:
+    base = agent.base_url
+    sample = REPO / "tests" / "data" / "real" / "xiaoshan-sample.pdf"
+    page_size = (362.83, 272.13)
+    screens = Screens("template-sample-en")
+    admin_context = phone(browser, "en")
+    admin = admin_context.new_page()
+    sign_in(admin, base, "admin-sun")
+    admin.goto(f"{base}/web/admin/templates/new")
+    admin.fill("#id", "seal-on-sample")
+    admin.fill("#name_zh", "样例页面印章")
+    admin.fill("#name_en", "Seal on a sample page")
+    admin.fill("#required_approvals", "0")
+    admin.set_input_files("#sample_pdf", str(sample))
+    admin.click("#show-sample")
+    admin.wait_for_selector("#sample-size")
+
+    assert admin.input_value("#name_en") == "Seal on a sample page"
+    placer = admin.locator("#placer")
+    assert float(placer.get_attribute("data-page-width")) == pytest.approx(page_size[0], abs=0.01)
+    assert float(placer.get_attribute("data-page-height")) == pytest.approx(page_size[1], abs=0.01)
+    preview = admin.locator("#seal-preview")
+    assert "/admin/sample-pages/" in preview.get_attribute("src")
+    preview.scroll_into_view_if_needed()
+    admin.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=preview.element_handle())
+    assert preview.evaluate("img => img.naturalWidth / img.naturalHeight") == pytest.approx(
+        page_size[0] / page_size[1], abs=0.01)
+    screens.shot(admin, "sample-shown")
+    box = preview.bounding_box()
+    # Tapping near the bottom right corner puts the seal against the page's edges, not beyond them.
+    preview.tap(position={"x": box["width"] * 0.97, "y": box["height"] * 0.97})
+    rect = [float(admin.input_value(f"#{name}")) for name in ("x1", "y1", "x2", "y2")]
+    assert rect[0] >= 0
+    assert rect[1] >= 0
+    assert rect[2] <= page_size[0]
+    assert rect[3] <= page_size[1]
+    assert rect[2] - rect[0] == pytest.approx(150)
+    screens.shot(admin, "seal-placed")
+    admin.set_input_files("#seal_image", str(seal_png(agent.state_dir / "sample-seal.png")))
+    admin.click("#template-form button[type=submit]")
+    admin.wait_for_url(re.compile(r"/web/admin/templates$"))
+
+    saved = tomllib.loads((agent.state_dir / "policy.toml").read_text(encoding="utf-8"))
+    saved_rect = saved["templates"]["seal-on-sample"]["seal"]["rect"]
+    assert saved_rect == pytest.approx(rect, abs=0.01)
+    assert 0 <= saved_rect[0] < saved_rect[2] <= page_size[0]
+    assert 0 <= saved_rect[1] < saved_rect[3] <= page_size[1]
+
+    operator_context = phone(browser, "en")
+    operator = operator_context.new_page()
+    sign_in(operator, base, "operator-zhao")
+    request_id = create_request(operator, base, sample, "seal-on-sample")
+    officer_context = phone(browser, "en")
+    officer = officer_context.new_page()
+    sign_in(officer, base, "officer-li")
+    signed = sign_as_officer(officer, base, request_id, agent.state_dir, screens)
+
+    assert widget_rects(signed) == [pytest.approx(rect, abs=0.1)]
+    for context in (admin_context, operator_context, officer_context):
+        context.close()
+
+
+def test_template_sample_not_pdf(agent: AgentProcess, browser: object, tmp_path: Path) -> None:
+    context = phone(browser, "zh_CN")
+    page = context.new_page()
+    sign_in(page, agent.base_url, "admin-sun")
+    page.goto(f"{agent.base_url}/web/admin/templates/new")
+    page.set_input_files("#sample_pdf", str(seal_png(tmp_path / "not-a-pdf.png")))
+    page.click("#show-sample")
+    page.wait_for_selector("#template-error")
+
+    assert "PDF" in page.locator("#template-error").inner_text()
+    assert "/admin/seal-preview.png" in page.locator("#seal-preview").get_attribute("src")
+    assert page.locator("#placer").get_attribute("data-page-width") == "595"
+    context.close()
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_template_invalid_shows_error(agent: AgentProcess, browser: object, language: str) -> None:
     context = phone(browser, language)

@@ -24,6 +24,7 @@ from agent.settings import AgentSettings
 from agent.web.auth import PasswordStore, WebSecret, session_device
 from agent.web.errors import CsrfInvalid, RoleRequired, SessionExpired
 from agent.web.labels import role_label, state_label
+from agent.web.sample_page import SamplePages
 from agent.web.sign_in_limit import SignInLimiter
 from agent.workflow import Caller, Workflow
 from policies import Role
@@ -59,6 +60,8 @@ class WebServices:
     tasks: set[Any] = field(default_factory=set)
     #: Failed password sign-ins per user name and per client address.
     sign_in_limiter: SignInLimiter = field(default_factory=SignInLimiter)
+    #: First pages of sample documents uploaded in the template editor.
+    sample_pages: SamplePages = field(default_factory=SamplePages)
 
 
 WEB = web.AppKey("qsign_web", WebServices)

@@ -23,6 +23,7 @@ from agent.web.app import WEB_PREFIX, redirect, require_role, services
 from agent.web.auth import MIN_PASSWORD_LENGTH
 from agent.web.errors import FormInvalid
 from agent.web.policy_edit import update_policy
+from agent.web.sample_page import MAX_SAMPLE_BYTES, SamplePage, draw_rect, render_sample
 from agent.web.template_form import (A4_POINTS, PREVIEW_SCALE, SEAL_DIR, template_from_form, template_values,
                                      user_from_form, user_values)
 from policies import PolicyInvalid, Role
@@ -108,10 +109,13 @@ async def templates_page(request: web.Request) -> web.Response:
 
 
 def _render_template_form(request: web.Request, template_id: str | None, values: dict[str, Any],
-                          error: str | None = None, status: int = 200) -> web.Response:
+                          error: str | None = None, status: int = 200,
+                          sample: SamplePage | None = None) -> web.Response:
+    """Render the template editor; the seal is placed on ``sample``'s first page, or on a blank A4 page."""
+    page_size = (sample.width, sample.height) if sample else A4_POINTS
     response = aiohttp_jinja2.render_template("admin_template_edit.html", request, {
         "template_id": template_id, "values": values, "error": error, "all_roles": [role.value for role in Role],
-        "page_width": A4_POINTS[0], "page_height": A4_POINTS[1]})
+        "page_width": f"{page_size[0]:g}", "page_height": f"{page_size[1]:g}", "sample": sample})
     response.set_status(status)
     return response
 
@@ -130,9 +134,15 @@ async def template_save(request: web.Request) -> web.Response:
     web_services = services(request)
     form = await request.post()
     template_id = request.match_info.get("template_id")
-    values = {key: form.getall(key) if key.endswith("_roles") else form.get(key) for key in form if key != "seal_image"}
+    values = {key: form.getall(key) if key.endswith("_roles") else form.get(key) for key in form
+              if key not in ("seal_image", "sample_pdf")}
+    sample = web_services.sample_pages.get(str(form.get("sample", "")))
+    if "show_sample" in form:
+        return await _show_sample(request, template_id, values, form.get("sample_pdf"), sample)
     try:
         new_id, table = template_from_form(form, template_id, web_services.workflow.policy)
+        if sample is not None:
+            _check_rect_on_page(table, sample)
         upload = form.get("seal_image")
         if isinstance(upload, web.FileField) and upload.filename:
             table.setdefault("seal", {})["image"] = _save_seal_image(web_services.settings.policy_file.parent,
@@ -148,8 +158,55 @@ async def template_save(request: web.Request) -> web.Response:
         _apply_policy_change(request, change)
     except (QsignError, PolicyInvalid) as error:
         return _render_template_form(request, template_id, values, error.message(request["language"]),
-                                     error.http_status)
+                                     error.http_status, sample)
     raise redirect(f"{WEB_PREFIX}/admin/templates")
+
+
+async def _show_sample(request: web.Request, template_id: str | None, values: dict[str, Any], upload: Any,
+                       previous: SamplePage | None) -> web.Response:
+    """Render the editor again with the uploaded sample PDF's first page to place the seal on."""
+    try:
+        if not (isinstance(upload, web.FileField) and upload.filename):
+            raise FormInvalid(detail="choose a sample PDF document first")
+        png, width, height = await render_sample(upload.file.read(MAX_SAMPLE_BYTES + 1))
+    except QsignError as error:
+        _logger.info("sample document for the template editor rejected: %s", error.code)
+        return _render_template_form(request, template_id, values, error.message(request["language"]),
+                                     error.http_status, previous)
+    sample = services(request).sample_pages.add(png, width, height)
+    values.update(_fit_rect(values, width, height))
+    _logger.info("sample document page %s (%g x %g pt) shown in the template editor", sample.id, width, height)
+    return _render_template_form(request, template_id, values, sample=sample)
+
+
+def _fit_rect(values: dict[str, Any], width: float, height: float) -> dict[str, str]:
+    """Move the form's seal rectangle onto a ``width`` × ``height`` page, shrinking it only if it is larger."""
+    try:
+        x1, y1, x2, y2 = (float(values.get(name) or "") for name in ("x1", "y1", "x2", "y2"))
+    except ValueError:
+        return {}
+    seal_width, seal_height = min(max(x2 - x1, 1.0), width), min(max(y2 - y1, 1.0), height)
+    x1 = min(max(x1, 0.0), width - seal_width)
+    y1 = min(max(y1, 0.0), height - seal_height)
+    return {"x1": f"{x1:g}", "y1": f"{y1:g}", "x2": f"{x1 + seal_width:g}", "y2": f"{y1 + seal_height:g}"}
+
+
+def _check_rect_on_page(table: dict[str, Any], sample: SamplePage) -> None:
+    """Raise ``form_invalid`` when the seal rectangle is not inside the sample document's page."""
+    rect = table.get("seal", {}).get("rect")
+    if rect and not (0 <= rect[0] and 0 <= rect[1] and rect[2] <= sample.width and rect[3] <= sample.height):
+        raise FormInvalid(detail=f"the seal rectangle {rect} is not inside the sample page "
+                                 f"({sample.width:g} x {sample.height:g} pt)")
+
+
+async def sample_page_image(request: web.Request) -> web.Response:
+    """Return a sample document's first page as PNG, with the seal rectangle ``rect`` drawn when given."""
+    _admin(request)
+    sample = services(request).sample_pages.get(request.match_info["sample_id"])
+    if sample is None:
+        raise web.HTTPNotFound()
+    png = draw_rect(sample.png, sample.width, sample.height, request.query.get("rect", ""))
+    return web.Response(body=png, content_type="image/png")
 
 
 def _save_seal_image(policy_dir: Path, template_id: str, upload: web.FileField) -> str:
@@ -317,6 +374,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get("/admin/templates/new", template_edit_page)
     router.add_post("/admin/templates/new", template_save)
     router.add_get("/admin/seal-preview.png", seal_preview)
+    router.add_get("/admin/sample-pages/{sample_id}.png", sample_page_image)
     router.add_get("/admin/templates/{template_id}", template_edit_page)
     router.add_post("/admin/templates/{template_id}", template_save)
     router.add_get("/admin/pairing", pairing_page)
