@@ -69,9 +69,9 @@ def _pades_options(template: Template, policy_dir: Path) -> PadesOptions:
         if template.seal.image:
             image = Path(template.seal.image)
             image = image if image.is_absolute() else policy_dir / image
-        # NOTE: the seal's ``text`` from the policy is not drawn yet; the appearance shows the signer's
-        # name and the signing time, which is what signing.appearance draws.
-        visible = VisibleSignature(page=template.seal.page, rect=template.seal.rect, seal_image=image)
+        extra_lines = tuple(template.seal.text.splitlines()) if template.seal.text else ()
+        visible = VisibleSignature(page=template.seal.page, rect=template.seal.rect, seal_image=image,
+                                   extra_lines=extra_lines)
     return PadesOptions(reason=template.reason, location=template.location, visible=visible)
 
 

@@ -70,6 +70,9 @@ class VisibleSignature:
     font_size: int = 9
     #: Language of the labels in the text lines.
     language: str = "zh_CN"
+    #: Lines set by the template (an organisation's name, a purpose such as "审核专用"), drawn above the
+    #: signer and time lines. pyHanko reads ``%(name)s`` as a placeholder, so a literal ``%`` is doubled.
+    extra_lines: tuple[str, ...] = ()
     text_color: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
 
 
@@ -189,6 +192,7 @@ def build_stamp_style(visible: VisibleSignature) -> TextStampStyle:
         background = images.PdfImage(_load_seal_image(visible.seal_image))
 
     stamp_text = "\n".join([
+        *(line.replace("%", "%%") for line in visible.extra_lines),
         translate(SIGNER_LINE, visible.language, signer="%(signer_cn)s"),
         translate(TIME_LINE, visible.language, time="%(ts)s"),
     ])
@@ -208,11 +212,12 @@ def build_stamp_style(visible: VisibleSignature) -> TextStampStyle:
         timestamp_format="%Y-%m-%d %H:%M:%S %z",
         background=background,
         background_opacity=1.0,
-        # The seal sits above the two text lines, so the text stays readable.
+        # The seal sits above the text lines, so the text stays readable.
         background_layout=SimpleBoxLayoutRule(
             x_align=AxisAlignment.ALIGN_MID,
             y_align=AxisAlignment.ALIGN_MAX,
-            margins=Margins(left=2, right=2, top=2, bottom=2 * visible.font_size + 6),
+            margins=Margins(left=2, right=2, top=2,
+                            bottom=(2 + len(visible.extra_lines)) * visible.font_size + 6),
             inner_content_scaling=InnerScaling.SHRINK_TO_FIT,
         ),
         inner_content_layout=SimpleBoxLayoutRule(

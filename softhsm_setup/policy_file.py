@@ -62,6 +62,7 @@ location = "示例市税务局"
 [templates.officer-signature.seal]
 page = 1
 rect = [16.0, 16.0, 196.0, 106.0]
+text = "示例市税务局 审核专用"
 
 [templates.officer-attachment]
 name_zh = "税务官员附件签名"

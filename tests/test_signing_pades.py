@@ -235,3 +235,18 @@ def test_pades_output_replaces_existing_file(softhsm_state, tmp_path):
 
     assert_all_valid(output, softhsm_state, 1)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["signed.pdf"]
+
+
+@pytest.mark.parametrize(("extra_lines", "text_lines"), [((), 2), (("示例市税务局 审核专用",), 3),
+                                                         (("税务局", "100% 审核"), 4)])
+def test_visible_seal_template_lines(softhsm_state, tmp_path, extra_lines, text_lines):
+    output = tmp_path / "lines.pdf"
+    visible = VisibleSignature(page=1, rect=(10, 10, 220, 80), seal_image=None, extra_lines=extra_lines)
+    with open_profile(softhsm_state, "officer") as key:
+        sign_pdf(make_signer(softhsm_state, key), XTU, output, PadesOptions(visible=visible))
+
+    assert_all_valid(output, softhsm_state, 1)
+    with output.open("rb") as handle:
+        appearance = _signature_widget(PdfFileReader(handle), "Signature1")["/AP"]["/N"]
+        # pyHanko's text box shows each line with one TJ operator.
+        assert appearance.data.count(b"TJ") == text_lines
