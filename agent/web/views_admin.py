@@ -23,6 +23,7 @@ from agent.web.app import WEB_PREFIX, redirect, require_role, services
 from agent.web.auth import MIN_PASSWORD_LENGTH
 from agent.web.errors import FormInvalid
 from agent.web.policy_edit import update_policy
+from agent.web.readers import list_readers
 from agent.web.sample_page import MAX_SAMPLE_BYTES, SamplePage, draw_rect, render_sample
 from agent.web.template_form import (A4_POINTS, PREVIEW_SCALE, SEAL_DIR, template_from_form, template_values,
                                      user_from_form, user_values)
@@ -294,17 +295,6 @@ async def revoke(request: web.Request) -> web.Response:
 
 # Tokens, readers, audit, backup
 
-def _readers() -> tuple[list[str], str | None]:
-    try:
-        from smartcard.System import readers
-    except ImportError:
-        return [], "pyscard is not installed"
-    try:
-        return [str(reader) for reader in readers()], None
-    except Exception as error:  # pyscard raises several types when pcscd is not running
-        return [], str(error)
-
-
 async def tokens_page(request: web.Request) -> web.Response:
     _admin(request)
     from token_drivers.cli import collect_tokens
@@ -320,9 +310,10 @@ async def tokens_page(request: web.Request) -> web.Response:
             tokens.extend(found)
         except QsignError as error:
             errors.append(f"{module_path}: {error.message(request['language'])}")
-    readers, reader_error = await asyncio.to_thread(_readers)
+    readers = await asyncio.to_thread(list_readers)
+    reader_error = request["gettext"](readers.problem) if readers.problem else None
     return aiohttp_jinja2.render_template("admin_tokens.html", request, {
-        "tokens": tokens, "errors": errors, "readers": readers, "reader_error": reader_error,
+        "tokens": tokens, "errors": errors, "readers": readers.names, "reader_error": reader_error,
         "profiles": config.tokens})
 
 
