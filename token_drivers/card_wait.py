@@ -29,6 +29,10 @@ __all__ = ["WaitEventKind", "WaitEvent", "TokenWaitTimedOut", "wait_for_token"]
 
 _logger = logging.getLogger(__name__)
 
+#: Tries to read a newly inserted card through its PKCS#11 module, and the pause between them.
+READ_ATTEMPTS = 3
+READ_RETRY_SECONDS = 0.3
+
 
 class TokenWaitTimedOut(TokenError):
     code = "token_wait_timeout"
@@ -77,12 +81,18 @@ async def _check_card(reader: str, card: CardIdentity | None, certificate_der_by
 
     # Loading runs C_Initialize, which may talk to the card; a relay on this event loop must stay free.
     module = await asyncio.to_thread(load_module, card.module)
-    try:
-        token = await module.run(find_certificate_on_reader, module, reader, certificate_der_bytes)
-    except TokenError as error:
-        # A card pulled while it is read ends here; the wait goes on for the next one.
-        _logger.info("reading the card in %s failed: %s", reader, error.code)
-        return WaitEvent(WaitEventKind.UNKNOWN_CARD, reader=reader, card=card, module=card.module)
+    token = None
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            token = await module.run(find_certificate_on_reader, module, reader, certificate_der_bytes)
+        except TokenError as error:
+            _logger.info("reading the card in %s failed (attempt %d of %d): %s", reader, attempt, READ_ATTEMPTS,
+                         error.code)
+        if token is not None:
+            break
+        # The module can lag behind pcscd's event by a moment; a card pulled meanwhile fails every try.
+        if attempt < READ_ATTEMPTS:
+            await asyncio.sleep(READ_RETRY_SECONDS)
     if token is None:
         return WaitEvent(WaitEventKind.UNKNOWN_CARD, reader=reader, card=card, module=card.module)
     kind = WaitEventKind.TOKEN_PRESENT if token.key_id is not None else WaitEventKind.WRONG_TOKEN
