@@ -4,11 +4,15 @@ Each package owns its subcommand in its own ``cli`` module, which provides
 ``register(subparsers, common)``; ``common`` is a parent parser with the options every command takes.
 A handler receives the parsed arguments and returns the exit code. A ``QsignError`` ends the command
 with its localized message and its ``exit_code``; the traceback is shown only with ``--verbose``.
+
+Help text is written as plain English in ``register`` and translated when ``--help`` is formatted, so
+the catalogs hold each text once and a package needs no gettext call at import time.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
@@ -18,10 +22,10 @@ from collections.abc import Sequence
 from qsign import __version__
 from qsign.config import load_config, resolve_state_dir
 from qsign.errors import QsignError
-from qsign.i18n import language_from_environment, translate
+from qsign.i18n import gettext_for, language_from_environment, translate
 from qsign.logs import configure_logging
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "LocalizedHelpFormatter", "requested_language"]
 
 _logger = logging.getLogger(__name__)
 
@@ -39,22 +43,95 @@ SUBCOMMAND_MODULES = (
 )
 
 
-def _common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _add_common_options(common: argparse.ArgumentParser) -> None:
     common.add_argument("--state-dir", metavar="DIR",
                         help="state directory (default: $QSIGN_STATE_DIR, else ~/.local/share/qsign)")
     common.add_argument("--lang", choices=("zh_CN", "en"),
                         help="language of messages (default: QSIGN_LANG, the config, then LANG)")
     common.add_argument("--verbose", "-v", action="store_true", help="log debug lines and show tracebacks")
     common.add_argument("--log-json", action="store_true", help="write log lines as JSON objects")
-    return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the ``qsign`` parser with every registered subcommand."""
-    common = _common_options()
-    parser = argparse.ArgumentParser(prog="qsign", description="qsign: PKCS#11 signing and verification")
+class LocalizedHelpFormatter(argparse.HelpFormatter):
+    """Help formatter that translates help, descriptions, section titles and ``usage:`` into ``language``.
+
+    The English texts are the message ids; argparse's own texts ("usage: ", "options",
+    "show this help message and exit") are looked up in the same catalogs.
+    """
+
+    def __init__(self, prog: str, *, language: str, **kwargs: object) -> None:
+        super().__init__(prog, **kwargs)
+        self._gettext = gettext_for(language)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # argparse fills %(default)s and the like after this call, so the translation keeps those keys.
+        help_text = super()._get_help_string(action)
+        if not help_text or help_text == argparse.SUPPRESS:
+            return help_text
+        return self._gettext(help_text)
+
+    def add_text(self, text: str | None) -> None:
+        if text and text != argparse.SUPPRESS:
+            text = self._gettext(text)
+        super().add_text(text)
+
+    def start_section(self, heading: str | None) -> None:
+        super().start_section(self._gettext(heading) if heading else heading)
+
+    def add_usage(self, usage, actions, groups, prefix: str | None = None) -> None:
+        if prefix is None:
+            prefix = self._gettext("usage: ")
+        super().add_usage(usage, actions, groups, prefix)
+
+
+def _localized_parser_class(language: str) -> type[argparse.ArgumentParser]:
+    """Return an ``ArgumentParser`` subclass whose help is formatted in ``language``.
+
+    ``add_subparsers`` creates nested parsers from ``type(parent)``, so every subcommand at every
+    depth gets the same formatter unless its package passes its own ``formatter_class``.
+    """
+    formatter = functools.partial(LocalizedHelpFormatter, language=language)
+
+    class LocalizedArgumentParser(argparse.ArgumentParser):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs.setdefault("formatter_class", formatter)
+            super().__init__(*args, **kwargs)
+
+    return LocalizedArgumentParser
+
+
+def requested_language(argv: Sequence[str]) -> str:
+    """Return the language of the command line before parsing: ``--lang`` if given, else the environment's.
+
+    The config file is not read here, because its path depends on ``--state-dir``; the handler's
+    ``args.language`` also considers ``[general] language``.
+    """
+    explicit = None
+    for position, argument in enumerate(argv):
+        if argument == "--":
+            break
+        if argument == "--lang" and position + 1 < len(argv):
+            explicit = argv[position + 1]
+        elif argument.startswith("--lang="):
+            explicit = argument.partition("=")[2]
+    return language_from_environment(explicit)
+
+
+def build_parser(language: str | None = None) -> argparse.ArgumentParser:
+    """Build the ``qsign`` parser with every registered subcommand, showing help in ``language``.
+
+    Without ``language``, help is shown in the language of ``QSIGN_LANG``, ``LC_ALL`` or ``LANG``.
+    """
+    if language is None:
+        language = language_from_environment()
+    parser_class = _localized_parser_class(language)
+    common = parser_class(add_help=False)
+    _add_common_options(common)
+    parser = parser_class(prog="qsign", description="qsign: PKCS#11 signing and verification")
     parser.add_argument("--version", action="version", version=f"qsign {__version__}")
+    # A separate dest, because a subcommand's own --lang default (None) would overwrite this value.
+    parser.add_argument("--lang", dest="root_lang", choices=("zh_CN", "en"),
+                        help="language of messages (default: QSIGN_LANG, the config, then LANG)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMAND_MODULES:
         try:
@@ -78,8 +155,11 @@ def _configured_language(args: argparse.Namespace) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``qsign`` command and return its exit code."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(requested_language(argv))
     args = parser.parse_args(argv)
+    args.lang = args.lang or args.root_lang
     args.language = language_from_environment(args.lang)
     configure_logging(verbose=args.verbose, json_lines=args.log_json)
 
