@@ -16,7 +16,9 @@ import functools
 import importlib
 import json
 import logging
+import re
 import sys
+import unicodedata
 from collections.abc import Sequence
 
 from qsign import __version__
@@ -28,6 +30,11 @@ from qsign.logs import configure_logging
 __all__ = ["main", "build_parser", "LocalizedHelpFormatter", "requested_language"]
 
 _logger = logging.getLogger(__name__)
+
+_WIDE = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff01-\uff60"  # CJK blocks and full-width forms
+# The units Chinese help text is wrapped by: a wide character together with the punctuation that must
+# not start a line, a run of other non-space characters, or whitespace.
+_WRAP_UNIT = re.compile(f"[{_WIDE}][，。；：、！？）》」』]*|[^\\s{_WIDE}]+|\\s+")
 
 #: Modules whose ``register`` adds a subcommand, in the order ``qsign --help`` lists them.
 SUBCOMMAND_MODULES = (
@@ -79,9 +86,54 @@ class LocalizedHelpFormatter(argparse.HelpFormatter):
         super().start_section(self._gettext(heading) if heading else heading)
 
     def add_usage(self, usage, actions, groups, prefix: str | None = None) -> None:
+        # NOTE: argparse measures the prefix in characters, so a translated "usage: " of wide
+        # characters makes the first usage lines a few columns wider than the terminal width.
         if prefix is None:
             prefix = self._gettext("usage: ")
         super().add_usage(usage, actions, groups, prefix)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        if not _has_wide_characters(text):
+            return super()._split_lines(text, width)
+        return _wrap_wide_text(" ".join(text.split()), width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if not _has_wide_characters(text):
+            return super()._fill_text(text, width, indent)
+        lines = _wrap_wide_text(" ".join(text.split()), width - len(indent))
+        return "\n".join(indent + line for line in lines)
+
+
+def _display_width(text: str) -> int:
+    """Return the terminal columns ``text`` takes: two for each wide or full-width character."""
+    return sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in text)
+
+
+def _has_wide_characters(text: str) -> bool:
+    return any(unicodedata.east_asian_width(character) in "WF" for character in text)
+
+
+def _wrap_wide_text(text: str, width: int) -> list[str]:
+    """Wrap text that mixes Chinese and ASCII into lines of at most ``width`` terminal columns.
+
+    Lines break between wide characters or at spaces, never inside an ASCII word; a word longer
+    than ``width`` gets a line of its own. ``textwrap`` breaks only at spaces and counts a wide
+    character as one column, which is why argparse's own wrapping does not fit Chinese text.
+    """
+    lines: list[str] = []
+    line = ""
+    for unit in _WRAP_UNIT.findall(text):
+        if unit.isspace():
+            line += " " if line else ""
+            continue
+        if line and _display_width(line + unit) > width:
+            lines.append(line.rstrip())
+            line = unit
+        else:
+            line += unit
+    if line:
+        lines.append(line.rstrip())
+    return lines
 
 
 def _localized_parser_class(language: str) -> type[argparse.ArgumentParser]:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,18 @@ def test_help_language_from_environment():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: qsign sign")
+
+
+def test_chinese_help_fits_terminal_width():
+    environment = {**os.environ, "QSIGN_LANG": "", "LC_ALL": "", "LANG": "", "COLUMNS": "80"}
+    result = subprocess.run(
+        [sys.executable, "-m", "qsign.cli", "--lang", "zh_CN", "verify", "--help"],
+        capture_output=True, text=True, env=environment, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+    # The usage block is skipped: argparse counts the wide "用法：" prefix as three columns.
+    body = result.stdout.split("\n\n", 1)[1]
+    for line in body.splitlines():
+        width = sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in line)
+        assert width <= 80, f"{width} columns: {line!r}"
