@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.errors import RequestTooLarge
+from agent.responses import SSE_KEEPALIVE
 from archive.audit import AuditOutcome
 from hsm.errors import JobNotFound, ProfileNotFound
 from hsm.jobs import count_states, get_job, job_summary
@@ -40,8 +41,7 @@ __all__ = ["BATCH_ROUTES", "BatchNotFinished"]
 _logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-#: Seconds between keep-alive comments on an idle event stream.
-SSE_KEEPALIVE = 15.0
+
 _SAFE_NAME = re.compile(r"[^\w.\-]+")
 
 

@@ -17,12 +17,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from archive.api import Archive
 from qsign.errors import QsignError
 from qsign.i18n import negotiate_language
 
 from agent.errors import (BadRequestBody, HostNotAllowed, MethodNotAllowed, NotFound, RequestTooLarge)
-from agent.events import TERMINAL_STATES, EventState
+from agent.responses import signed_file_response, stream_request_events
 from agent.pairing import authenticate, redeem_pairing_code
 from agent.settings import LOOPBACK_HOSTS, AgentSettings
 from agent.workflow import Caller, Workflow, request_to_dict
@@ -34,7 +33,6 @@ _logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 #: Seconds between keep-alive comments on an idle event stream.
-SSE_KEEPALIVE = 15.0
 
 WORKFLOW = web.AppKey("workflow", Workflow)
 SETTINGS = web.AppKey("settings", AgentSettings)
@@ -273,49 +271,14 @@ async def sign(request: web.Request) -> web.Response:
 async def get_signed(request: web.Request) -> web.Response:
     caller = _caller(request)
     record, data = request.app[WORKFLOW].read_signed(caller, request.match_info["request_id"])
-    pades = record.attributes.get("signature", {}).get("format") == "pades"
-    name = Path(record.file_name or "document").stem + (".signed.pdf" if pades else ".p7s")
-    return web.Response(body=data, content_type="application/pdf" if pades else "application/pkcs7-signature",
-                        headers={"Content-Disposition": f"attachment; filename=\"{name}\"",
-                                 "X-Content-SHA256": record.signed_sha256 or ""})
+    return signed_file_response(record, data)
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     caller = _caller(request)
     workflow = request.app[WORKFLOW]
-    request_id = request.match_info["request_id"]
-    record = workflow.get(caller, request_id)
-
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                                           "X-Request-Id": request["request_id"]})
-    await response.prepare(request)
-    queue = workflow.events.subscribe(request_id)
-    try:
-        history = workflow.events.history(request_id)
-        if not history:
-            await _send_event(response, {"request_id": request_id, "state": record.state, "time": record.updated_at})
-        for event in history:
-            await _send_event(response, event.to_dict())
-        if record.state in {state.value for state in TERMINAL_STATES}:
-            return response
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE)
-            except asyncio.TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            await _send_event(response, event.to_dict())
-            if event.state in TERMINAL_STATES:
-                return response
-    except (ConnectionResetError, asyncio.CancelledError):
-        return response
-    finally:
-        workflow.events.unsubscribe(request_id, queue)
-
-
-async def _send_event(response: web.StreamResponse, data: dict[str, Any]) -> None:
-    payload = json.dumps(data, ensure_ascii=False)
-    await response.write(f"event: {data['state']}\ndata: {payload}\n\n".encode("utf-8"))
+    record = workflow.get(caller, request.match_info["request_id"])
+    return await stream_request_events(request, workflow, record, headers={"X-Request-Id": request["request_id"]})
 
 
 #: Every route of the API as (method, path, handler); ``agent/openapi.json`` documents each of them.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from aiohttp import web
 from agent.documents import render_page
 from agent.errors import BadRequestBody
 from agent.events import TERMINAL_STATES
+from agent.responses import signed_file_response, stream_request_events
 from agent.web.app import WEB_PREFIX, caller, redirect, require_role, services
 from agent.web.errors import FormInvalid
 from agent.web.labels import failure_hint
@@ -29,7 +29,6 @@ _logger = logging.getLogger(__name__)
 SIGN_FORM_WAIT = 1.5
 #: Pages shown as images on a request page; for a longer document the page notes how many are not shown.
 MAX_PREVIEW_PAGES = 30
-SSE_KEEPALIVE = 15.0
 
 
 def _templates_for(current: Caller, templates: dict[str, Template]) -> list[Template]:
@@ -242,50 +241,14 @@ def _sign_error(request: web.Request, request_id: str, message: str, status: int
 async def download(request: web.Request) -> web.Response:
     current = caller(request)
     record, data = services(request).workflow.read_signed(current, request.match_info["request_id"])
-    pades = record.attributes.get("signature", {}).get("format") == "pades"
-    name = Path(record.file_name or "document").stem + (".signed.pdf" if pades else ".p7s")
-    ascii_name = name.encode("ascii", "replace").decode("ascii").replace("?", "_").replace('"', "_")
-    return web.Response(body=data, content_type="application/pdf" if pades else "application/pkcs7-signature",
-                        headers={"Content-Disposition": f"attachment; filename=\"{ascii_name}\"",
-                                 "X-Content-SHA256": record.signed_sha256 or ""})
+    return signed_file_response(record, data)
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events of one request, as the API sends them, for the signed-in browser."""
-    current = caller(request)
     workflow = services(request).workflow
-    request_id = request.match_info["request_id"]
-    record = workflow.get(current, request_id)
-
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-    await response.prepare(request)
-    queue = workflow.events.subscribe(request_id)
-    try:
-        history = workflow.events.history(request_id)
-        if not history:
-            await _send(response, {"request_id": request_id, "state": record.state, "time": record.updated_at})
-        for event in history:
-            await _send(response, event.to_dict())
-        if record.state in {state.value for state in TERMINAL_STATES}:
-            return response
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE)
-            except asyncio.TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            await _send(response, event.to_dict())
-            if event.state in TERMINAL_STATES:
-                return response
-    except (ConnectionResetError, asyncio.CancelledError):
-        return response
-    finally:
-        workflow.events.unsubscribe(request_id, queue)
-
-
-async def _send(response: web.StreamResponse, data: dict[str, Any]) -> None:
-    payload = json.dumps(data, ensure_ascii=False)
-    await response.write(f"event: state\ndata: {payload}\n\n".encode("utf-8"))
+    record = workflow.get(caller(request), request.match_info["request_id"])
+    return await stream_request_events(request, workflow, record, event_name="state")
 
 
 def register(router: web.UrlDispatcher) -> None:
