@@ -69,10 +69,13 @@ def test_tokens_lists_the_cards_through_opensc(cli_rig):
     assert tap.stdout.strip() == "卡片 officer（赵敏）已放在读卡器 Virtual PCD 00 00 上。"
     assert tap_other.stdout.strip() == "Card other (刘洋) is on reader Virtual PCD 00 01."
 
-    # pcscd looks at vpcd's readers every 400 ms; by the time qsign has started it has seen both cards.
-    listing = qsign("tokens", "--json", "--module", OPENSC)
-    assert listing.returncode == 0, listing.stderr
-    by_reader = {token["slot_description"]: token for token in json.loads(listing.stdout)}
+    # pcscd looks at vpcd's readers every 400 ms, which is usually less than qsign takes to start.
+    for _ in range(5):
+        listing = qsign("tokens", "--json", "--module", OPENSC)
+        assert listing.returncode == 0, listing.stderr
+        by_reader = {token["slot_description"]: token for token in json.loads(listing.stdout)}
+        if len(by_reader) == 2:
+            break
     assert set(by_reader) == {"Virtual PCD 00 00", "Virtual PCD 00 01"}
     assert by_reader["Virtual PCD 00 00"]["label"] == "赵敏"
     assert by_reader["Virtual PCD 00 01"]["label"] == "刘洋"
