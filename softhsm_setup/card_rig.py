@@ -107,9 +107,17 @@ def card_rig_unavailable_reason() -> str | None:
             return f"the program {program} is not installed"
     if not os.path.exists(VPCD_DRIVER):
         return f"vpcd is not installed ({VPCD_DRIVER} is missing)"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"ip netns is unavailable: {probe.stderr.strip()}"
+    # ip netns exec needs more than ip netns list: it remounts / as a slave, which fails where / is
+    # not a mount point (a plain chroot). A short-lived namespace shows whether both work.
+    name = f"qsign-probe-{os.getpid()}"
+    steps = (["ip", "netns", "add", name], ["ip", "netns", "exec", name, "true"])
+    try:
+        for step in steps:
+            probe = subprocess.run(step, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if probe.returncode != 0:
+                return f"ip netns is unavailable: {' '.join(step[:3])} failed: {probe.stderr.strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, stdin=subprocess.DEVNULL)
     return None
 
 
@@ -260,8 +268,12 @@ class CardRig:
         return Step.CREATED
 
     def _start_pcscd(self) -> Step:
-        if self._alive("pcscd") and self.socket_path.exists():
-            return Step.RUNNING
+        if self._alive("pcscd"):
+            if self.socket_path.exists():
+                return Step.RUNNING
+            # A pcscd that never made its socket (a start that timed out) would keep /run/pcscd's
+            # pid file and compete with the new one.
+            self._stop("pcscd")
         self.socket_path.unlink(missing_ok=True)
         (self.run_dir / "pcscd.pid").unlink(missing_ok=True)
         os.makedirs("/run/pcscd", exist_ok=True)
