@@ -41,6 +41,7 @@ from signing.tsa import QsignTimeStamper, TsaSettings
 from softhsm_setup.layout import StateLayout
 from softhsm_setup.ltv_pki import revoke_certificate
 from softhsm_setup.pki_server import PkiServer
+from verify_service.validate import FETCH_TIME_TOLERANCE
 from conftest import run_qsign
 
 PDF = Path(__file__).parent / "data" / "real" / "xiaoshan-sample.pdf"
@@ -131,7 +132,8 @@ def test_each_level_passes_pyhanko_cli(running: Services, signed: dict[str, Path
 def test_b_t_has_trusted_signature_timestamp(running: Services, signed: dict[str, Path]):
     with signed["B-T"].open("rb") as handle:
         reader = PdfFileReader(handle)
-        context = ValidationContext(trust_roots=_roots(running), allow_fetching=True)
+        context = ValidationContext(trust_roots=_roots(running), allow_fetching=True,
+                                    time_tolerance=FETCH_TIME_TOLERANCE)
         status = validate_pdf_signature(reader.embedded_signatures[0], signer_validation_context=context,
                                         ts_validation_context=context)
         assert status.bottom_line
@@ -208,7 +210,8 @@ def test_revoked_signer_refused_and_reported(running: Services, tmp_path: Path):
 
     with before.open("rb") as handle:
         reader = PdfFileReader(handle)
-        context = ValidationContext(trust_roots=_roots(running), allow_fetching=True)
+        context = ValidationContext(trust_roots=_roots(running), allow_fetching=True,
+                                    time_tolerance=FETCH_TIME_TOLERANCE)
         status = validate_pdf_signature(reader.embedded_signatures[0], signer_validation_context=context)
         assert not status.bottom_line
         assert status.revocation_details is not None
