@@ -47,6 +47,8 @@ class JobRunning(QsignError):
     code = "job_running"
     message_template = N_("Bulk job {job} is running in another process; wait for it or stop it first.")
     http_status = 409
+    #: Distinct from 1, which ``qsign bulk`` returns for a job that finished with failed documents.
+    exit_code = 3
 
 
 class NoInputs(InvalidInput):

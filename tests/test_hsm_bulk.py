@@ -342,6 +342,7 @@ def test_bulk_token_removed_mid_batch(softhsm_state, tmp_path):
     resumed = _bulk(state_dir, "resume", job_id, "--json")
 
     assert resumed.returncode == 1, resumed.stderr  # 1: the job finished with failed documents
+    assert _status(state_dir, job_id)["state"] == "finished", resumed.stdout[-3000:] + resumed.stderr[-3000:]
     failed_keys = {item.item_key for item in failed}
     status = _check_job(state_dir, job_id, tmp_path / "out", [key for key in keys if key not in failed_keys])
     assert status["counts"]["failed"] == 6
