@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -144,10 +145,14 @@ class OpenCryptoki:
         Path("/dev/shm/var.lib.opencryptoki.swtok").unlink(missing_ok=True)
         _start_daemon()
 
-        slot = str(_read_swtok().slot)
-        completed = subprocess.run([PKCSCONF, "-I", "-c", slot, "-S", DEFAULT_SO_PIN], input=TOKEN_LABEL + "\n",
-                                   capture_output=True, text=True, timeout=60, check=False)
-        assert completed.returncode == 0, f"pkcsconf -I failed:\n{completed.stdout}{completed.stderr}"
+        # ``pkcsconf -I`` reads the label from the terminal; on a fresh Debian 12 chroot with no terminal it
+        # wrote a blank label. C_InitToken through ctypes sets the label directly.
+        slot = _read_swtok().slot
+        init_token = _INIT_TOKEN.format(module=MODULE, slot=slot, so_pin=DEFAULT_SO_PIN, label=TOKEN_LABEL)
+        completed = subprocess.run([sys.executable, "-c", init_token], capture_output=True, text=True,
+                                   timeout=60, check=False)
+        assert completed.returncode == 0, f"C_InitToken failed:\n{completed.stdout}{completed.stderr}"
+        assert _read_swtok().label == TOKEN_LABEL
 
     def set_pins(self) -> None:
         """Change the security officer PIN from the default and set the user PIN."""
@@ -165,6 +170,19 @@ class OpenCryptoki:
         prelude = (f"MODULE = {MODULE!r}\nTOKEN_LABEL = {TOKEN_LABEL!r}\n"
                    f"USER_PIN = {USER_PIN!r}\nWRONG_PIN = {WRONG_PIN!r}\n")
         return run_python(prelude + code, subprocess_env(), **params)
+
+
+# Runs C_Initialize, C_InitToken and C_Finalize on the swtok slot in a subprocess of its own.
+_INIT_TOKEN = """
+import ctypes
+library = ctypes.CDLL({module!r})
+assert library.C_Initialize(None) == 0
+so_pin = {so_pin!r}.encode()
+label = {label!r}.encode().ljust(32, b" ")
+rv = library.C_InitToken(ctypes.c_ulong({slot}), so_pin, ctypes.c_ulong(len(so_pin)), label)
+library.C_Finalize(None)
+assert rv == 0, hex(rv)
+"""
 
 
 @pytest.fixture(scope="module")
