@@ -56,9 +56,18 @@ class Advertisement:
     def __init__(self, zeroconf: Zeroconf, info: ServiceInfo) -> None:
         self._zeroconf = zeroconf
         self._info = info
+        self._extra: list[ServiceInfo] = []
+
+    def add(self, info: ServiceInfo) -> None:
+        """Advertise another service of this agent (such as the card reader relay) on the same responder."""
+        self._zeroconf.register_service(info, allow_name_change=True)
+        self._extra.append(info)
+        _logger.info("advertising %s port %d", info.name, info.port)
 
     def close(self) -> None:
         try:
+            for info in self._extra:
+                self._zeroconf.unregister_service(info)
             self._zeroconf.unregister_service(self._info)
         finally:
             self._zeroconf.close()

@@ -22,6 +22,8 @@ class EventState(str, enum.Enum):
     REJECTED = "rejected"
     WAITING_FOR_TOKEN = "waiting_for_token"
     TOKEN_PRESENT = "token_present"
+    #: A card that does not hold the signer's certificate (or that qsign cannot read); the wait goes on.
+    WRONG_TOKEN = "wrong_token"
     SIGNING = "signing"
     SIGNED = "signed"
     FAILED = "failed"

@@ -13,6 +13,9 @@ Keys and defaults (relative paths are relative to the state dir)::
     sign_attempts_per_minute = 5      # per device and per user
     advertise = true                  # zeroconf advertisement of _qsign._tcp.local.
     pause_before_sign_seconds = 0.0   # tests only: pause after "signing" is reported, before the token signs
+    token_source = "auto"             # "pkcs11", "pcsc", or "auto": "pcsc" when [pcsc.certificates] is set
+    relay_listen = ""                 # HOST:PORT of the TLS relay for phone card readers; "" = no relay
+    relay_vpcd = "127.0.0.1:35963"    # where the relay reaches vpcd (keep it on loopback)
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ __all__ = ["AgentSettings", "load_agent_settings", "parse_listen", "DEFAULT_PORT
 
 DEFAULT_PORT = 8731
 _KEYS = {"name", "listen", "tls", "policy_file", "allowed_hosts", "max_upload_bytes", "token_wait_seconds",
-         "sign_attempts_per_minute", "advertise", "pause_before_sign_seconds"}
+         "sign_attempts_per_minute", "advertise", "pause_before_sign_seconds", "token_source", "relay_listen",
+         "relay_vpcd"}
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -46,6 +50,10 @@ class AgentSettings:
     sign_attempts_per_minute: int = 5
     advertise: bool = True
     pause_before_sign_seconds: float = 0.0
+    token_source: str = "auto"
+    #: ``(host, port)`` of the phone reader relay, or ``None`` when there is none.
+    relay_listen: tuple[str, int] | None = None
+    relay_vpcd: tuple[str, int] = ("127.0.0.1", 35963)
 
     @property
     def use_tls(self) -> bool:
@@ -94,6 +102,13 @@ def load_agent_settings(config: Config, listen: str | None = None) -> AgentSetti
         if value < 0 or (key != "pause_before_sign_seconds" and value == 0):
             raise ConfigError(detail=f"agent.{key} must be positive, not {value}")
 
+    token_source = str(typed("token_source", str, "auto"))
+    if token_source not in ("auto", "pkcs11", "pcsc"):
+        raise ConfigError(detail=f"agent.token_source must be \"auto\", \"pkcs11\" or \"pcsc\", not {token_source!r}")
+    relay_text = str(typed("relay_listen", str, ""))
+    relay_listen = parse_listen(relay_text) if relay_text else None
+    relay_vpcd = parse_listen(str(typed("relay_vpcd", str, "127.0.0.1:35963")))
+
     return AgentSettings(
         state_dir=config.state_dir,
         name=str(typed("name", str, socket.gethostname())),
@@ -107,4 +122,7 @@ def load_agent_settings(config: Config, listen: str | None = None) -> AgentSetti
         sign_attempts_per_minute=int(numbers["sign_attempts_per_minute"]),
         advertise=bool(typed("advertise", bool, True)),
         pause_before_sign_seconds=float(numbers["pause_before_sign_seconds"]),
+        token_source=token_source,
+        relay_listen=relay_listen,
+        relay_vpcd=relay_vpcd,
     )

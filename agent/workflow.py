@@ -32,7 +32,7 @@ from agent.errors import (BadRequestBody, DigestMismatch, RateLimited, RequestNo
                           SignedDocumentMissing)
 from agent.events import EventBus, EventState
 from agent.settings import AgentSettings
-from agent.signer import SignInputs, check_key_policy, open_signer_key, sign_document
+from agent.signer import SignInputs, check_key_policy, sign_document
 from agent.token_source import TokenSource
 
 __all__ = ["Caller", "Workflow", "RequestState", "LIST_VIEWS"]
@@ -348,13 +348,13 @@ class Workflow:
                 raise PolicyDenied("signer.token_profile", N_("user {user} has no token profile in qsign.toml"),
                                    user=caller.user.id)
 
-            async def waiting() -> None:
-                self.events.publish(request_id, EventState.WAITING_FOR_TOKEN, token=profile.token_label)
+            async def report(state: EventState, details: dict[str, Any]) -> None:
+                self.events.publish(request_id, state, **details)
 
-            await self.token_source.wait_for_token(profile, self.settings.token_wait_seconds, waiting)
-            self.events.publish(request_id, EventState.TOKEN_PRESENT, token=profile.token_label)
+            present = await self.token_source.wait_for_token(profile, self.settings.token_wait_seconds, report)
+            self.events.publish(request_id, EventState.TOKEN_PRESENT, **present.details)
 
-            key = await open_signer_key(profile, pin, allow_final_try)
+            key = await present.open_key(pin, allow_final_try)
             del pin
             try:
                 check_key_policy(self.policy, self.config, key, _now(), request=request_id)

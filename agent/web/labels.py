@@ -14,6 +14,7 @@ STATE_LABELS = {
     "rejected": N_("Rejected"),
     "waiting_for_token": N_("Tap your token on the phone or insert it"),
     "token_present": N_("Token found"),
+    "wrong_token": N_("This card does not hold your signing certificate. Use your own card."),
     "signing": N_("Signing"),
     "signed": N_("Done: signed"),
     "failed": N_("Signing failed"),
