@@ -113,7 +113,7 @@ class Pkcs11Kek:
         import pkcs11.exceptions as p11
 
         from token_drivers.errors import pkcs11_errors
-        from token_drivers.keys import find_token
+        from token_drivers.keys import find_token_rescanning
         from token_drivers.module import load_module
         from token_drivers.pin import PinState, check_pin_state
 
@@ -125,7 +125,7 @@ class Pkcs11Kek:
         self.key_id = f"pkcs11:{token_label}/{key_label}"
 
         with self._module.lock, pkcs11_errors(**self._error_params):
-            token = find_token(self._module, token_label)
+            token = find_token_rescanning(self._module, token_label, None)
             check_pin_state(PinState.from_flags(int(token.flags)), token_label, allow_final_try=False)
             self._session = token.open(rw=True)
             try:
@@ -134,6 +134,7 @@ class Pkcs11Kek:
             except BaseException:
                 self._session.close()
                 raise
+            self._module.open_sessions += 1
 
     def _login(self) -> None:
         from token_drivers.login import CKU_USER, c_login
@@ -245,6 +246,7 @@ class Pkcs11Kek:
             except self._p11.PKCS11Error as error:
                 _logger.info("closing the KEK session on token %s failed: %s", self._error_params["token"],
                              type(error).__name__)
+            self._module.open_sessions -= 1
 
 
 def _header(kek_id: str, wrapped: bytes, nonce: bytes) -> bytes:

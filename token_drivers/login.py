@@ -15,6 +15,7 @@ import functools
 import pkcs11.exceptions as p11
 
 from token_drivers.module import Pkcs11Module
+from token_drivers.softhsm import softhsm_login_lock
 
 __all__ = ["CKU_SO", "CKU_USER", "CKU_CONTEXT_SPECIFIC", "c_login", "c_logout"]
 
@@ -65,7 +66,7 @@ def _raise_for(rv: int) -> None:
 def c_login(module: Pkcs11Module, session_handle: int, user_type: int, pin: str) -> None:
     """Log ``user_type`` in on the session with ``pin``; raises python-pkcs11 exceptions."""
     encoded = pin.encode("utf-8")
-    with module.lock:
+    with module.lock, softhsm_login_lock(module):
         rv = _cdll(module.lib.so).C_Login(session_handle, user_type, encoded, len(encoded))
     _raise_for(rv)
 

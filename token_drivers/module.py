@@ -61,6 +61,9 @@ class Pkcs11Module:
         #: Held around every call into the module. Re-entrant, so a helper that holds it may call
         #: another that takes it again.
         self.lock = threading.RLock()
+        #: Sessions that qsign code opened on this module and has not closed yet; ``reinitialize`` would
+        #: invalidate them. Change it under ``lock``.
+        self.open_sessions = 0
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_guard = threading.Lock()
 
