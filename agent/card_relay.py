@@ -2,9 +2,9 @@
 
 With ``[agent] relay_listen = "HOST:PORT"`` the agent listens there with its own TLS certificate (the
 one whose fingerprint the pairing QR code carries). A phone reader app sends its paired device's
-bearer token in the relay's hello; the token is checked like the API's ``Authorization`` header
-(hash lookup in the archive, revoked devices refused) before one byte goes to vpcd at
-``[agent] relay_vpcd``. The relay is advertised by zeroconf as ``_qsign-vpcd._tcp.local.``.
+bearer token in the relay's hello. The relay checks it like the API's ``Authorization`` header, by
+its hash in the archive, and rejects revoked devices. No byte goes to vpcd at ``[agent] relay_vpcd``
+before that check passes. The relay is advertised by zeroconf as ``_qsign-vpcd._tcp.local.``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _device_token_checker(archive: Archive):
         try:
             device = authenticate(archive, f"Bearer {token}")
         except QsignError as error:
-            _logger.warning("relay: device token refused (%s)", error.code)
+            _logger.warning("relay: device token rejected (%s)", error.code)
             return False
         _logger.info("relay: device %s of %s authenticated", device.id, device.owner)
         return True

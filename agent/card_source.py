@@ -7,8 +7,8 @@
     [pcsc.certificates]
     card_officer = "pki/officer-card.pem"  # token profile = the certificate that marks the right card
 
-For such a profile the wait follows ``token_drivers.card_wait``: no polling, the event names the
-reader, a card without the certificate is reported as ``wrong_token`` while the wait goes on, and the
+For such a profile the wait follows ``token_drivers.card_wait`` without polling, and each event names
+the reader. A card without the certificate is reported as ``wrong_token`` while the wait goes on. The
 key is opened with ``open_card_key``, so a card pulled mid-signature fails with ``device_removed``.
 Other profiles (SoftHSM2, USB tokens known by label) go to the fallback source, by default
 ``Pkcs11TokenSource``.
@@ -51,13 +51,14 @@ def card_certificates(config: Config) -> dict[str, Path]:
         if not isinstance(value, str):
             raise ConfigError(detail=f"pcsc.certificates.{profile} must be a file path, not {type(value).__name__}")
         if profile not in config.tokens:
-            raise ConfigError(detail=f"pcsc.certificates.{profile} names no [tokens.{profile}] profile")
+            raise ConfigError(detail=f"pcsc.certificates.{profile} is set, but [tokens.{profile}] is missing; "
+                                     "add the token profile or remove the entry")
         certificates[profile] = config.resolve(value)
     return certificates
 
 
 def select_token_source(config: Config, choice: str) -> TokenSource:
-    """Return the token source that ``[agent] token_source`` asks for.
+    """Return the token source that ``[agent] token_source`` selects.
 
     ``"pkcs11"`` polls the module's slot list; ``"pcsc"`` uses card events for the profiles in
     ``[pcsc.certificates]``; ``"auto"`` (the default) picks ``"pcsc"`` when that table is not empty.
@@ -80,7 +81,7 @@ def _card_details(step: WaitEvent) -> dict[str, Any]:
 
 
 class CardTokenSource:
-    """A ``TokenSource`` driven by PC/SC events; one monitor thread for the agent's lifetime."""
+    """A ``TokenSource`` driven by PC/SC events, with one monitor thread for the agent's lifetime."""
 
     def __init__(self, config: Config, certificates: dict[str, Path], fallback: TokenSource | None = None) -> None:
         self.certificates = certificates
@@ -89,7 +90,7 @@ class CardTokenSource:
         self._started = False
 
     def start(self) -> None:
-        """Start watching readers (idempotent); the agent calls it at start-up so cards present are known."""
+        """Start watching readers, once. The agent calls it at start-up, so the first wait knows the cards present."""
         if not self._started:
             self._events.start()
             self._started = True

@@ -166,7 +166,7 @@ class EventLog:
         self._task.cancel()
 
 
-async def test_tap_while_waiting_signs_pdf_that_validates(agent, phones, empty_readers, tmp_path):
+async def test_tap_while_waiting_signs_pdf(agent, phones, empty_readers, tmp_path):
     rig = empty_readers
     officer = phones["officer-li"]
     request = await approved_request(phones)
@@ -192,11 +192,13 @@ async def test_tap_while_waiting_signs_pdf_that_validates(agent, phones, empty_r
     output = tmp_path / "signed.pdf"
     output.write_bytes(signed)
     (result,) = await asyncio.to_thread(validate_pdf, output, rig.state_dir)
-    assert result.intact and result.valid and result.trusted, result.pretty_print_details()
+    assert result.intact, result.pretty_print_details()
+    assert result.valid, result.pretty_print_details()
+    assert result.trusted, result.pretty_print_details()
     assert result.signing_cert.subject.native["common_name"] == CARDS["officer"].common_name
 
 
-async def test_card_pulled_mid_signature_then_tap_signs(agent, phones, empty_readers):
+async def test_pulled_card_then_tap_signs(agent, phones, empty_readers):
     rig = empty_readers
     officer = phones["officer-li"]
     request = await approved_request(phones)
@@ -228,7 +230,7 @@ async def test_card_pulled_mid_signature_then_tap_signs(agent, phones, empty_rea
     assert agent.process.poll() is None
 
 
-async def test_wrong_card_is_reported_while_the_wait_goes_on(agent, phones, empty_readers):
+async def test_wrong_card_reported_wait_continues(agent, phones, empty_readers):
     rig = empty_readers
     officer = phones["officer-li"]
     request = await approved_request(phones)
@@ -250,7 +252,7 @@ async def test_wrong_card_is_reported_while_the_wait_goes_on(agent, phones, empt
     assert log.states().index("wrong_token") < log.states().index("token_present")
 
 
-async def test_relay_refuses_phone_without_valid_device_token(agent, phones, vpcd_port):
+async def test_relay_rejects_invalid_device_token(agent, phones, vpcd_port):
     vpcd = RecordingVpcd(vpcd_port)
     await vpcd.start()
     context = ssl.create_default_context(cafile=str(agent.state_dir / "agent" / "tls" / "agent-cert.pem"))
