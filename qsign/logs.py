@@ -36,3 +36,6 @@ def configure_logging(verbose: bool = False, json_lines: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     # werkzeug (the test PKI server) sets its own logger to INFO and logs every request.
     logging.getLogger("werkzeug").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # pyHanko logs each failed certificate check as a warning with a traceback; qsign reports the
+    # outcome itself, so the traceback is shown only with --verbose.
+    logging.getLogger("pyhanko").setLevel(logging.DEBUG if verbose else logging.ERROR)

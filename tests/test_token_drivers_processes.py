@@ -1,4 +1,4 @@
-"""Several processes opening keys on one SoftHSM2 token at the same moment, as bulk workers do."""
+"""Several processes opening keys on one SoftHSM2 token at the same moment, and module lookup by name."""
 
 from __future__ import annotations
 
@@ -47,3 +47,16 @@ def test_concurrent_processes_open_one_token(softhsm_state):
     for (stdout, stderr), run in zip(results, runs):
         assert run.returncode == 0, stderr
         assert json.loads(stdout) == ["ok"] * ROUNDS, stderr
+
+
+def test_bare_module_name_resolves(tmp_path):
+    from token_drivers.module import resolve_module_path
+
+    resolved = resolve_module_path("opensc-pkcs11.so")
+    listed = subprocess.run([sys.executable, "-m", "qsign.cli", "tokens", "--module", "opensc-pkcs11.so", "--json",
+                             "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
+
+    assert resolved.startswith("/") and resolved.endswith("/opensc-pkcs11.so")
+    assert listed.returncode == 0, listed.stderr
+    assert isinstance(json.loads(listed.stdout), list)
+    assert resolve_module_path("no-such-module.so") == "no-such-module.so"

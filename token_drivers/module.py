@@ -99,12 +99,31 @@ _loaded: dict[str, Pkcs11Module] = {}
 _loaded_guard = threading.Lock()
 
 
+#: Directories searched for a module given by file name only, as Debian installs them.
+MODULE_DIRECTORIES = tuple(f"/usr/lib/{arch}-linux-gnu{suffix}" for arch in ("x86_64", "aarch64")
+                           for suffix in ("", "/pkcs11")) + ("/usr/lib", "/usr/lib/softhsm", "/usr/local/lib")
+
+
+def resolve_module_path(path: str | os.PathLike[str]) -> str:
+    """Return ``path``, or for a bare file name such as ``opensc-pkcs11.so`` the first match in
+    ``MODULE_DIRECTORIES``; a name found nowhere is returned unchanged."""
+    text = os.fspath(path)
+    if os.sep in text or os.path.exists(text):
+        return text
+    for directory in MODULE_DIRECTORIES:
+        candidate = os.path.join(directory, text)
+        if os.path.isfile(candidate):
+            return candidate
+    return text
+
+
 def load_module(path: str | os.PathLike[str]) -> Pkcs11Module:
     """Load the PKCS#11 module at ``path`` once per process and return it.
 
-    Raises ``ModuleLoadFailed`` when the file is missing or is not a PKCS#11 module.
+    A bare file name is looked up in ``MODULE_DIRECTORIES``. Raises ``ModuleLoadFailed`` when the file
+    is missing or is not a PKCS#11 module.
     """
-    resolved = os.path.realpath(path)
+    resolved = os.path.realpath(resolve_module_path(path))
     with _loaded_guard:
         module = _loaded.get(resolved)
         if module is not None:

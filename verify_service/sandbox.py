@@ -72,6 +72,9 @@ def _child(connection: Connection, memory_bytes: int, arguments: dict[str, Any])
     """Body of the validation process: limit memory, validate, send the report or the error."""
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # pyHanko logs each failed certificate check as a warning with a traceback, which the child would
+    # print to the user's terminal; the report carries the outcome and its reasons instead.
+    logging.getLogger("pyhanko").setLevel(logging.ERROR)
     try:
         from verify_service.validate import verify_file
 
