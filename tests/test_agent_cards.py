@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import time
 import ssl
 import struct
 import tomllib
@@ -19,13 +21,22 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 import tomli_w
+from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
+
+from agent.card_source import CardTokenSource, select_token_source
+from agent.settings import load_agent_settings
+from agent.token_source import Pkcs11TokenSource
+from qsign.config import Config, TokenProfile
+from qsign.errors import ConfigError
 
 from helpers.agent_rig import AgentProcess, Phone, copy_state, set_agent_config
 from helpers.card_rig import OFFICER_READER, SECOND_READER, card_pin, card_rig, empty_readers  # noqa: F401
 from helpers.signing_checks import validate_pdf
 from softhsm_setup.card_rig import CARDS
-from token_drivers.relay import HELLO_ACCEPTED, HELLO_REJECTED, encode_hello
+from token_drivers.relay import HELLO_ACCEPTED, HELLO_REJECTED, RELAY_SERVICE_TYPE, encode_hello
 
 # "thread" because a hang inside a PC/SC or PKCS#11 call never returns to Python for "signal".
 pytestmark = pytest.mark.timeout(120, method="thread")
@@ -40,7 +51,7 @@ def free_port() -> int:
 
 
 class RecordingVpcd:
-    """A stand-in for vpcd on 127.0.0.1: counts connections, records bytes, answers 90 00."""
+    """A stand-in for vpcd on 127.0.0.1: counts connections, records bytes, replies 90 00 to each frame."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -94,7 +105,7 @@ def agent(card_rig, softhsm_state, tmp_path_factory, vpcd_port):  # noqa: F811
     state_dir = copy_state(softhsm_state, tmp_path_factory.mktemp("agent-cards") / "state")
     write_card_state(state_dir, card_rig)
     relay_port = free_port()
-    set_agent_config(state_dir, advertise=False, token_wait_seconds=20, pause_before_sign_seconds=1.0,
+    set_agent_config(state_dir, advertise=True, name=f"agent-cards-test-{os.getpid()}", token_wait_seconds=20, pause_before_sign_seconds=1.0,
                      sign_attempts_per_minute=50, relay_listen=f"127.0.0.1:{relay_port}",
                      relay_vpcd=f"127.0.0.1:{vpcd_port}")
     process = AgentProcess(state_dir)
@@ -281,3 +292,82 @@ async def test_relay_rejects_invalid_device_token(agent, phones, vpcd_port):
     vpcd.server.close()
     assert accepted == HELLO_ACCEPTED
     assert vpcd.connections == 1
+
+
+def test_relay_is_advertised_by_zeroconf(agent):
+    class Names(ServiceListener):
+        def __init__(self) -> None:
+            self.names: set[str] = set()
+
+        def add_service(self, zc, type_, name) -> None:
+            self.names.add(name)
+
+        def update_service(self, zc, type_, name) -> None:
+            self.names.add(name)
+
+        def remove_service(self, zc, type_, name) -> None:
+            self.names.discard(name)
+
+    zeroconf = Zeroconf(interfaces=["127.0.0.1"])
+    listener = Names()
+    browser = ServiceBrowser(zeroconf, RELAY_SERVICE_TYPE, listener)
+    try:
+        wanted = f"agent-cards-test-{os.getpid()}.{RELAY_SERVICE_TYPE}"
+        deadline = time.monotonic() + 6
+        while wanted not in listener.names and time.monotonic() < deadline:
+            time.sleep(0.1)
+        info = zeroconf.get_service_info(RELAY_SERVICE_TYPE, wanted, timeout=3000)
+    finally:
+        browser.cancel()
+        zeroconf.close()
+
+    assert wanted in listener.names
+    assert info is not None
+    assert info.port == agent.relay_port
+    certificate = x509.load_pem_x509_certificate((agent.state_dir / "agent" / "tls" / "agent-cert.pem").read_bytes())
+    assert info.properties[b"fp"].decode() == certificate.fingerprint(hashes.SHA256()).hex()
+
+
+# ----- configuration, without the rig
+
+
+def _config(tmp_path: Path, raw: dict) -> Config:
+    tokens = {"card_officer": TokenProfile("card_officer", "/usr/lib/opensc-pkcs11.so", "赵敏", "CAC ID Certificate")}
+    return Config(state_dir=tmp_path, path=tmp_path / "qsign.toml", raw=raw, tokens=tokens)
+
+
+def test_token_source_defaults_to_pkcs11(tmp_path):
+    assert isinstance(select_token_source(_config(tmp_path, {}), "auto"), Pkcs11TokenSource)
+    assert isinstance(select_token_source(_config(tmp_path, {"pcsc": {"socket": "x"}}), "auto"), Pkcs11TokenSource)
+
+
+def test_token_source_pcsc_when_certificates_set(tmp_path):
+    raw = {"pcsc": {"certificates": {"card_officer": "pki/card.pem"}}}
+    source = select_token_source(_config(tmp_path, raw), "auto")
+    assert isinstance(source, CardTokenSource)
+    assert source.certificates == {"card_officer": tmp_path / "pki" / "card.pem"}
+    assert isinstance(select_token_source(_config(tmp_path, raw), "pkcs11"), Pkcs11TokenSource)
+
+
+@pytest.mark.parametrize(("raw", "choice", "expected"), [
+    ({}, "pcsc", "needs [pcsc.certificates]"),
+    ({"pcsc": {"certificates": {"nobody": "pki/card.pem"}}}, "auto", "[tokens.nobody] is missing"),
+    ({"pcsc": {"certificates": {"card_officer": 7}}}, "auto", "must be a file path"),
+])
+def test_token_source_config_errors(tmp_path, raw, choice, expected):
+    with pytest.raises(ConfigError) as raised:
+        select_token_source(_config(tmp_path, raw), choice)
+    assert expected in raised.value.message("en")
+
+
+def test_relay_settings(tmp_path):
+    config = Config(state_dir=tmp_path, path=tmp_path / "qsign.toml",
+                    raw={"agent": {"relay_listen": "0.0.0.0:8732", "token_source": "pcsc"}})
+    settings = load_agent_settings(config)
+    assert settings.relay_listen == ("0.0.0.0", 8732)
+    assert settings.relay_vpcd == ("127.0.0.1", 35963)
+    assert settings.token_source == "pcsc"
+    assert load_agent_settings(Config(state_dir=tmp_path, path=tmp_path / "x", raw={})).relay_listen is None
+    for bad in ({"token_source": "usb"}, {"relay_listen": "8732"}, {"relay_vpcd": 35963}):
+        with pytest.raises(ConfigError):
+            load_agent_settings(Config(state_dir=tmp_path, path=tmp_path / "x", raw={"agent": bad}))
