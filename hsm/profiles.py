@@ -10,7 +10,8 @@ A profile names the key, through a ``[tokens.NAME]`` entry or inline, and how do
     # pin_env = "QSIGN_HSM_PIN"    # or pin_file = "secrets/hsm.pin"; a PIN is never written inline
     workers = 2                    # worker processes, each with its own PKCS#11 session
     format = "pades"               # PAdES signatures on PDF files
-    level = "B-B"                  # PAdES baseline level: B-B, or B-T with a signature timestamp from [tsa]
+    level = "B-B"                  # PAdES baseline level: B-B; B-T with a signature timestamp from [tsa];
+                                   # B-LT adds the validation data (DSS); B-LTA adds a document timestamp
     digest = "sha256"              # default: sha384 for P-384 keys, else sha256
     pss = false                    # RSASSA-PSS instead of PKCS#1 v1.5 for RSA keys
     appearance = "invisible"       # or a table: { page = 1, rect = [x1, y1, x2, y2], seal_image = "..." }
@@ -38,9 +39,9 @@ DEFAULT_WORKERS = max(1, os.cpu_count() or 1)
 MAX_WORKERS = 64
 
 _FORMATS = ("pades",)
-#: B-LT and B-LTA add validation data (and a document timestamp) in a second incremental update,
-#: which the bulk pipeline does not write yet.
-_LEVELS = ("B-B", "B-T")
+#: B-LT and B-LTA add validation data (and a document timestamp) in further incremental updates
+#: after the B-T signature (hsm.longterm).
+_LEVELS = ("B-B", "B-T", "B-LT", "B-LTA")
 _DIGESTS = ("sha256", "sha384", "sha512")
 _KEYS = {"token", "module", "token_label", "token_serial", "key_label", "key_id", "pin_env", "pin_file",
          "workers", "format", "level", "digest", "pss", "appearance", "output_name", "field_name", "reason",

@@ -198,6 +198,12 @@ class Sealer:
             from hsm.timestamps import SignatureTimestamps
 
             self.timestamps = SignatureTimestamps.for_level(profile.level, config, self.digest_algorithm)
+        # B-LT and B-LTA: validation data (and a document timestamp) appended after the B-T signature.
+        self.long_term = None
+        if profile.level in ("B-LT", "B-LTA"):
+            from hsm.longterm import LongTermData
+
+            self.long_term = LongTermData(profile.level, config, self.digest_algorithm)
         self.template = CmsTemplate(key.certificate, self.chain, self.digest_algorithm,
                                     signature_mechanism(key, self.digest_algorithm, profile.pss),
                                     signature_size(key),
@@ -406,7 +412,7 @@ class Sealer:
             item.signed_attributes, item.signature = attributes, signature
 
     def _build_cms(self, prepared: list[_Prepared], emit: Callable[[ItemOutcome], None]) -> None:
-        """Build the CMS of each signed document, with its signature timestamp at level B-T."""
+        """Build the CMS of each signed document, with its signature timestamp from level B-T on."""
         signed = [item for item in prepared if item.signature is not None]
         tokens: list[bytes | QsignError | None] = [None] * len(signed)
         if self.timestamps is not None and signed:
@@ -429,6 +435,8 @@ class Sealer:
                                 ids={"path": item.task.source}) from error
         finally:
             item.handle.close()
+        if self.long_term is not None:
+            self.long_term.extend(partial, source=item.task.source, subject=self.signer_name)
         testhooks.kill_point("before-rename", "worker")
         os.replace(partial, signed)
 
