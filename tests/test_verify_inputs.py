@@ -52,7 +52,7 @@ def _make_input(kind: str, directory: Path, signed: Path) -> Path:
 
 BAD_INPUTS = [
     ("missing", "input_not_found"),
-    ("directory", "input_not_a_file"),
+    ("directory", "input_not_file"),
     ("empty", "input_empty"),
     ("text", "not_a_pdf"),
     ("truncated", "pdf_malformed"),
@@ -128,5 +128,5 @@ def test_cli_subprocess_exit_codes(signed_pdf: Path, verify_state: Path, tmp_pat
     assert valid.returncode == 0, valid.stderr
     assert json.loads(valid.stdout)["verdict"] == "TOTAL_PASSED"
     assert directory.returncode == 2
-    assert json.loads(directory.stdout)["error"]["code"] == "input_not_a_file"
+    assert json.loads(directory.stdout)["error"]["code"] == "input_not_file"
     assert "Traceback" not in directory.stderr

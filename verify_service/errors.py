@@ -44,7 +44,7 @@ class InputNotFound(InvalidInput):
 
 
 class InputNotAFile(InvalidInput):
-    code = "input_not_a_file"
+    code = "input_not_file"
     message_template = N_("{path} is not a regular file (a directory?). Give the path of a PDF or CMS file.")
 
 
