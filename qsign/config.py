@@ -56,7 +56,7 @@ class TokenProfile:
     module: str
     token_label: str
     key_label: str
-    #: Name of an environment variable that holds the PIN.
+    #: Name of an environment variable that contains the PIN.
     pin_env: str | None = None
     #: File whose first line is the PIN (test set-ups only; keep it mode 0600).
     pin_file: Path | None = None

@@ -76,7 +76,7 @@ async def _verify_over_http(state_dir: Path, signed: Path) -> tuple[str, dict[st
                                    headers={"Accept-Language": "zh-CN"}) as response:
                 body = await response.json()
                 if response.status != 200:
-                    raise InvalidInput(N_("The verification service answered {status}: {code}"),
+                    raise InvalidInput(N_("The verification service returned HTTP {status}: {code}"),
                                        status=response.status, code=body.get("code", "?"))
                 return base_url, body
     finally:
@@ -113,7 +113,7 @@ def _first_signer(path: Path) -> str:
         return signer_common_name(signature.signer_cert)
 
 
-#: What the demo adds to ``qsign.toml`` so that the archive encrypts stored files: an AES key-encryption
+#: Tables the demo adds to ``qsign.toml`` so that the archive encrypts stored files: an AES key-encryption
 #: key on the HSM token (made on first use, never extractable) and audit checkpoints signed by the seal key.
 DEMO_ARCHIVE_CONFIG = {
     "tokens": {"archive_kek": {"token": "qsign-hsm", "key": "archive-kek", "pin_file": "secrets/hsm.pin"}},

@@ -127,7 +127,7 @@ def trust_roots(config: Config) -> list[x509.Certificate]:
 
 #: Clock difference accepted between the signing time and a fresh OCSP response or CRL. With pyHanko's
 #: default of 1 s, B-LT signing on a loaded 2-core machine sometimes failed with "OCSP response is too
-#: recent" right after the test PKI answered.
+#: recent" right after the test PKI responded.
 SIGNING_TIME_TOLERANCE = datetime.timedelta(minutes=2)
 
 
@@ -135,7 +135,7 @@ def signing_validation_context(config: Config, fetcher: LtvFetcher) -> Validatio
     """Return a context that fetches revocation data and fails when it cannot (``hard-fail``).
 
     pyHanko validates the signer's certificate with it before signing and embeds what it fetched. The
-    validation time is taken before the fetch, so a responder answering with ``thisUpdate`` = its own
+    validation time is taken before the fetch, so a responder that sets ``thisUpdate`` to its own
     "now" looks newer than the validation time; ``SIGNING_TIME_TOLERANCE`` accepts that gap.
     """
     return ValidationContext(trust_roots=trust_roots(config), other_certs=load_certificates(config.intermediates),

@@ -37,8 +37,8 @@ def find_token(module: Pkcs11Module, token_label: str | None = None,
 
     Raises ``TokenNotPresent`` when none matches and ``TokenAmbiguous`` when several do.
     """
-    wanted = token_label or token_serial or "?"
-    with pkcs11_errors(token=wanted):
+    requested = token_label or token_serial or "?"
+    with pkcs11_errors(token=requested):
         tokens = []
         for slot in module.lib.get_slots(token_present=True):
             try:
@@ -46,8 +46,8 @@ def find_token(module: Pkcs11Module, token_label: str | None = None,
             except (p11.TokenNotPresent, p11.TokenNotRecognised, p11.DeviceRemoved):
                 continue
             except p11.GeneralError:
-                # SoftHSM2 2.6.1 keeps listing the slot of a token deleted since C_Initialize and
-                # answers C_GetTokenInfo with CKR_GENERAL_ERROR.
+                # SoftHSM2 2.6.1 keeps listing the slot of a token deleted since C_Initialize, and
+                # C_GetTokenInfo on that slot returns CKR_GENERAL_ERROR.
                 _logger.info("slot %s: reading the token failed with CKR_GENERAL_ERROR; skipped", slot.slot_id)
                 continue
             info = describe_token(token)
@@ -58,9 +58,9 @@ def find_token(module: Pkcs11Module, token_label: str | None = None,
             tokens.append(token)
 
     if not tokens:
-        raise TokenNotPresent(token=wanted, ids={"token": wanted, "module": module.path})
+        raise TokenNotPresent(token=requested, ids={"token": requested, "module": module.path})
     if len(tokens) > 1:
-        raise TokenAmbiguous(token=wanted, ids={"token": wanted, "module": module.path})
+        raise TokenAmbiguous(token=requested, ids={"token": requested, "module": module.path})
     return tokens[0]
 
 
@@ -153,13 +153,13 @@ class TokenKey:
         SoftHSM2 2.6.1 returns ``CKR_OBJECT_HANDLE_INVALID`` in two cases. Its token was deleted
         under the open session: this raises ``device_removed``. Or ``C_Logout`` invalidated the
         handles of all private objects, which happens when ``open_key`` opens another key of this
-        process on the same token: then the key is found again, after a login, by label and
-        ``CKA_ID``, and ``key_not_found`` means the key object itself was deleted.
+        process on the same token. In that case the key is found again by label and ``CKA_ID`` after
+        a login, and ``key_not_found`` means the key object itself was deleted.
         """
         try:
             current = describe_token(self._token.slot.get_token())
         except p11.PKCS11Error as probe_error:
-            _logger.info("token %s no longer answers: %s", self.token_label, type(probe_error).__name__)
+            _logger.info("token %s no longer responds: %s", self.token_label, type(probe_error).__name__)
             raise DeviceRemoved(ids=ids) from error
         if current.serial != describe_token(self._token).serial:
             raise DeviceRemoved(ids=ids) from error
@@ -207,15 +207,20 @@ def _find_private_key(session: Any, token_label: str, key_label: str | None, key
         template[Attribute.LABEL] = key_label
     if key_id is not None:
         template[Attribute.ID] = key_id
-    wanted = key_label if key_label is not None else (key_id.hex() if key_id else "?")
-    ids = {"token": token_label, "key": wanted}
+    if key_label is not None:
+        requested = key_label
+    elif key_id:
+        requested = key_id.hex()
+    else:
+        requested = "?"
+    ids = {"token": token_label, "key": requested}
 
     with pkcs11_errors(**ids):
         found = list(session.get_objects(template))
     if not found:
-        raise KeyNotFound(key=wanted, token=token_label, ids=ids)
+        raise KeyNotFound(key=requested, token=token_label, ids=ids)
     if len(found) > 1:
-        raise KeyAmbiguous(key=wanted, token=token_label, ids=ids)
+        raise KeyAmbiguous(key=requested, token=token_label, ids=ids)
     return found[0]
 
 
