@@ -28,17 +28,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 
 from qsign.config import load_config, write_config
 from qsign.errors import QsignError
 from qsign.i18n import N_
 from softhsm_setup.files import ensure_directory, write_file
 from softhsm_setup.layout import StateLayout
-from softhsm_setup.pki import certificate_pem, issue_end_entity_certificate, load_or_create_test_pki
-from softhsm_setup.specs import CertificateRole, KeyAlgorithm, KeySpec
+from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
+from softhsm_setup.pki import certificate_pem, ensure_test_pki, issue_end_entity_certificate
+from softhsm_setup.specs import CERTIFICATE_ORGANIZATION, CertificateRole, KeyAlgorithm, KeySpec
 from token_drivers.module import OPENSC_MODULE_CANDIDATES, find_installed_module
 
 __all__ = ["CardSpec", "CARDS", "CardRig", "RigError", "VPCD_BASE_PORT", "READER_COUNT", "netns_socket",
@@ -84,6 +87,8 @@ CARDS: dict[str, CardSpec] = {
 
 #: PIN of both virtual cards (the NSS database password); test set-ups only, as this file publishes it.
 CARD_PIN = "24681357"
+#: How long a virtual card's certificate is valid (cut at the intermediate CA's expiry).
+CARD_CERTIFICATE_VALIDITY = datetime.timedelta(days=1095)
 
 
 class Step(enum.Enum):
@@ -192,9 +197,11 @@ class CardRig:
         ensure_directory(self.layout.pki_dir, 0o755)
 
         now = datetime.datetime.now(datetime.timezone.utc)
-        pki = load_or_create_test_pki(self.layout, now)
+        # certomancer issues the CAs from softhsm_setup/certomancer.yml. The card certificates are issued
+        # here with the intermediate CA's key, because the card keys exist only in the NSS databases.
+        pki = ensure_test_pki(self.layout, now, PkiUrls.parse(DEFAULT_PKI_BASE_URL))
         for card in CARDS.values():
-            report[f"card {card.name}"] = self._make_card(card, pki.intermediate, now)
+            report[f"card {card.name}"] = self._make_card(card, pki.authority("intermediate-ca"), now)
         self._write_reader_conf()
         self._write_config()
 
@@ -214,7 +221,13 @@ class CardRig:
         write_file(self.pin_file, CARD_PIN.encode(), 0o600)
 
         private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        certificate = issue_end_entity_certificate(issuer, private_key.public_key(), card.key_spec(), now)  # type: ignore[arg-type]
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, CERTIFICATE_ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, card.common_name),
+        ])
+        certificate = issue_end_entity_certificate(issuer, private_key.public_key(), subject, now,  # type: ignore[arg-type]
+                                                   CARD_CERTIFICATE_VALIDITY)
         write_file(self.certificate_path(card), certificate_pem(certificate), 0o644)
 
         # pk12util imports the key and certificate under the PKCS#12 friendly name, which becomes

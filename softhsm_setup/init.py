@@ -1,28 +1,33 @@
 """``init_state``: make a state dir with SoftHSM2 tokens, on-token keys, a test PKI and ``qsign.toml``.
 
 The steps run in an order that lets a later run finish an interrupted one: SoftHSM2 config, module,
-CAs, tokens, then per token its keys and certificates, then the PIN files and ``qsign.toml``. Each
-step first looks for what it would make and keeps what it finds, after checking that it fits:
+tokens, the keys on each token (their public halves exported to ``pki/``), the test PKI that
+certomancer issues from ``pki/certomancer.yml`` (``softhsm_setup.pki``), the certificate objects on
+the tokens, then the PIN files and ``qsign.toml``. Each step first looks for what it would make and
+keeps what it finds, after checking that it fits:
 
 - a missing token, key, certificate object, certificate file, PIN file or config key is made;
 - an existing key with another type, size, ``CKA_ID`` or protection attributes raises
-  ``KeyMismatch``. A certificate object that does not certify its key, or that the intermediate CA
-  did not issue, raises ``CertificateMismatch``. A CA with only its key or only its certificate
+  ``KeyMismatch``. A certificate object that is not the certificate certomancer issues for its key
+  raises ``CertificateMismatch``. A CA or TSA key missing after certificates were issued with it
   raises ``PkiIncomplete``. In these cases nothing is deleted or replaced, and the message says to
   remove the state dir and start again;
+- a key that init generates anew gets a new certificate (new serial number and validity);
 - a certificate file in ``pki/`` always mirrors the certificate object on the token, and is rewritten
   when it differs.
 
 So a second run on a complete state dir writes none of these files and reports every item as
-``exists``. SoftHSM2 itself still rewrites each ``token.object`` at login (2.6.1 increments a
-counter in its first 8 bytes), because init logs in to check the private keys.
+``exists``: certomancer issues the same certificates byte for byte from the same configuration and
+keys. SoftHSM2 itself still rewrites each ``token.object`` at login (2.6.1 increments a counter in
+its first 8 bytes), because init logs in to check the private keys.
 """
-
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +38,15 @@ from qsign.config import load_config
 from softhsm_setup.errors import CertificateMismatch, SoftHsmModuleMissing
 from softhsm_setup.files import Status, ensure_directory, write_file
 from softhsm_setup.layout import StateLayout
-from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls, load_or_create_tsa, tsa_certificate_path
+from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
 from softhsm_setup.policy_file import write_demo_policy
 from softhsm_setup.pki import (
+    PublicKey,
     TestPki,
     certificate_matches_key,
     certificate_pem,
-    is_directly_issued_by,
-    issue_end_entity_certificate,
-    load_or_create_test_pki,
+    ensure_test_pki,
+    write_public_key,
 )
 from softhsm_setup.report import CertificateResult, InitReport, KeyResult, TokenResult
 from softhsm_setup.softhsm_config import write_softhsm_config
@@ -128,31 +133,56 @@ def _ensure_tokens(module: Pkcs11Module, layout: StateLayout,
     return results
 
 
-def _certificate_for_new_object(layout: StateLayout, spec: KeySpec, public_key, pki: TestPki,
-                                now: datetime.datetime, urls: PkiUrls) -> x509.Certificate:
-    """Return the certificate to store for a key that has no certificate object yet.
+def _ensure_key(session: pkcs11.Session, layout: StateLayout, spec: KeySpec,
+                written: list[Path]) -> tuple[KeyResult, PublicKey, bool]:
+    """Generate the key of ``spec`` when missing and export its public half to ``pki/``.
 
-    A certificate file left in ``pki/`` by an interrupted run is reused when it still certifies the
-    key and chains to the intermediate CA; otherwise a new certificate is issued.
+    Returns the key's result, its public key, and whether ``pki/<label>.pub.pem`` changed (a new or
+    different key, which needs a new certificate).
     """
-    path = layout.end_entity_certificate(spec.label)
-    if path.exists():
-        previous = x509.load_pem_x509_certificate(path.read_bytes())
-        if certificate_matches_key(previous, public_key) and is_directly_issued_by(
-                previous, pki.intermediate.certificate):
-            return previous
-    return issue_end_entity_certificate(pki.intermediate, public_key, spec, now, urls)
+    private_key = find_private_key(session, spec)
+    if private_key is None:
+        generate_key_pair(session, spec)
+        key_status = Status.CREATED
+    else:
+        check_private_key(private_key, spec, layout)
+        key_status = Status.EXISTS
+    public_key = read_public_key(session, spec, layout)
+    changed = write_public_key(layout, spec.label, public_key, written)
+    result = KeyResult(token_label=spec.token_label, label=spec.label, key_type=spec.algorithm.value,
+                       bits=spec.bits, curve=spec.curve, key_id=spec.key_id,
+                       always_authenticate=spec.always_authenticate, status=key_status)
+    return result, public_key, changed
 
 
-def _check_certificate(layout: StateLayout, spec: KeySpec, certificate: x509.Certificate, public_key,
-                       pki: TestPki) -> None:
+def _ensure_certificate(session: pkcs11.Session, layout: StateLayout, spec: KeySpec, public_key: PublicKey,
+                        pki: TestPki, written: list[Path]) -> CertificateResult:
+    """Store the certificate that certomancer issued for ``spec`` on the token and mirror it in ``pki/``.
+
+    An existing certificate object must be exactly that certificate, else ``CertificateMismatch``.
+    """
     ids = {"token": spec.token_label, "key": spec.label}
+    certificate = pki.certificate(spec.label)
     if not certificate_matches_key(certificate, public_key):
         raise CertificateMismatch(token=spec.token_label, key=spec.label, state_dir=layout.state_dir, ids=ids,
-                                  detail="it certifies another public key")
-    if not is_directly_issued_by(certificate, pki.intermediate.certificate):
+                                  detail=f"{layout.certomancer_config.name} certifies another public key")
+    stored = find_certificate(session, spec, layout)
+    if stored is None:
+        store_certificate(session, spec, certificate)
+        status = Status.CREATED
+    elif stored != certificate:
         raise CertificateMismatch(token=spec.token_label, key=spec.label, state_dir=layout.state_dir, ids=ids,
-                                  detail=f"it was not issued by {layout.intermediate_certificate}")
+                                  detail=f"it is not the certificate {layout.certomancer_config.name} issues")
+    else:
+        status = Status.EXISTS
+
+    path = layout.end_entity_certificate(spec.label)
+    _write_certificate_file(path, certificate, written)
+    return CertificateResult(
+        role=spec.role.value, token_label=spec.token_label, label=spec.label,
+        subject=certificate.subject.rfc4514_string(), issuer=certificate.issuer.rfc4514_string(),
+        serial_number=certificate.serial_number, not_after=certificate.not_valid_after_utc, path=path,
+        status=status)
 
 
 def _write_certificate_file(path: Path, certificate: x509.Certificate, written: list[Path]) -> None:
@@ -164,66 +194,20 @@ def _write_certificate_file(path: Path, certificate: x509.Certificate, written: 
     written.append(path)
 
 
-def _ensure_key_and_certificate(session: pkcs11.Session, layout: StateLayout, spec: KeySpec, pki: TestPki,
-                                now: datetime.datetime, urls: PkiUrls,
-                                written: list[Path]) -> tuple[KeyResult, CertificateResult]:
-    private_key = find_private_key(session, spec)
-    if private_key is None:
-        generate_key_pair(session, spec)
-        key_status = Status.CREATED
-    else:
-        check_private_key(private_key, spec, layout)
-        key_status = Status.EXISTS
-    public_key = read_public_key(session, spec, layout)
-
-    certificate = find_certificate(session, spec, layout)
-    if certificate is None:
-        certificate = _certificate_for_new_object(layout, spec, public_key, pki, now, urls)
-        store_certificate(session, spec, certificate)
-        certificate_status = Status.CREATED
-    else:
-        _check_certificate(layout, spec, certificate, public_key, pki)
-        certificate_status = Status.EXISTS
-
-    path = layout.end_entity_certificate(spec.label)
-    _write_certificate_file(path, certificate, written)
-
-    key_result = KeyResult(token_label=spec.token_label, label=spec.label, key_type=spec.algorithm.value,
-                           bits=spec.bits, curve=spec.curve, key_id=spec.key_id,
-                           always_authenticate=spec.always_authenticate, status=key_status)
-    certificate_result = CertificateResult(
-        role=spec.role.value, token_label=spec.token_label, label=spec.label,
-        subject=certificate.subject.rfc4514_string(), issuer=certificate.issuer.rfc4514_string(),
-        serial_number=certificate.serial_number, not_after=certificate.not_valid_after_utc, path=path,
-        status=certificate_status)
-    return key_result, certificate_result
-
-
-def _ensure_token_contents(module: Pkcs11Module, layout: StateLayout, token_spec: TokenSpec, pins: _TokenPins,
-                           pki: TestPki, now: datetime.datetime, urls: PkiUrls, written: list[Path],
-                           ) -> tuple[list[KeyResult], list[CertificateResult]]:
-    keys: list[KeyResult] = []
-    certificates: list[CertificateResult] = []
-
+@contextlib.contextmanager
+def _token_session(module: Pkcs11Module, token_spec: TokenSpec, pins: _TokenPins) -> Iterator[pkcs11.Session]:
+    """Hold the module lock and a read-write user session on ``token_spec``'s token."""
     with module.lock:
         with pkcs11_errors(token=token_spec.label):
             token = find_token(module, token_spec.label)
             if token is None:
                 raise TokenNotPresent(token=token_spec.label, ids={"token": token_spec.label})
             session = token.open(rw=True, user_pin=pins.user_pin)
-
         try:
-            for spec in keys_of(token_spec):
-                with pkcs11_errors(token=spec.token_label, key=spec.label):
-                    key_result, certificate_result = _ensure_key_and_certificate(
-                        session, layout, spec, pki, now, urls, written)
-                keys.append(key_result)
-                certificates.append(certificate_result)
+            yield session
         finally:
             with pkcs11_errors(token=token_spec.label):
                 session.close()
-
-    return keys, certificates
 
 
 def _ca_result(role: str, path: Path, certificate: x509.Certificate, status: Status) -> CertificateResult:
@@ -252,7 +236,7 @@ def _write_pin_files(layout: StateLayout, pins: dict[str, _TokenPins], written: 
 
 def _pki_urls(layout: StateLayout, base_url: str | None) -> PkiUrls:
     """Return the service URLs from ``base_url``, else ``[pki] base_url`` of an existing qsign.toml, else
-    the default. URLs already written into certificates never change: only new certificates get them."""
+    the default. They apply to a new PKI only: an issued one keeps the URL prefix of its configuration."""
     if base_url is None and layout.config_path.exists():
         base_url = load_config(layout.state_dir).section("pki").get("base_url")
     return PkiUrls.parse(base_url or DEFAULT_PKI_BASE_URL)
@@ -290,32 +274,39 @@ def init_state(state_dir: Path, *, module_path: str | None = None,
     with module.lock, pkcs11_errors():
         module.lib.reinitialize()
 
-    urls = _pki_urls(layout, pki_base_url)
-    pki = load_or_create_test_pki(layout, now, urls)
-    written.extend(pki.files_written)
-    tsa_status = load_or_create_tsa(layout, pki.intermediate.certificate, pki.intermediate.private_key, urls,
-                                    now, written)
-
     pins = {token.label: _token_pins(layout, token) for token in TOKENS}
     token_results = _ensure_tokens(module, layout, pins)
 
     key_results: list[KeyResult] = []
+    public_keys: dict[str, PublicKey] = {}
+    changed_keys: set[str] = set()
+    for token_spec in TOKENS:
+        with _token_session(module, token_spec, pins[token_spec.label]) as session:
+            for spec in keys_of(token_spec):
+                with pkcs11_errors(token=spec.token_label, key=spec.label):
+                    result, public_keys[spec.label], changed = _ensure_key(session, layout, spec, written)
+                key_results.append(result)
+                if changed:
+                    changed_keys.add(spec.label)
+
+    pki = ensure_test_pki(layout, now, _pki_urls(layout, pki_base_url), reissue=changed_keys)
+    written.extend(pki.files_written)
     certificate_results = [
-        _ca_result("root-ca", layout.root_certificate, pki.root.certificate, pki.root_status),
-        _ca_result("intermediate-ca", layout.intermediate_certificate, pki.intermediate.certificate,
-                   pki.intermediate_status),
-        _ca_result("tsa", tsa_certificate_path(layout),
-                   x509.load_pem_x509_certificate(tsa_certificate_path(layout).read_bytes()), tsa_status),
+        _ca_result("root-ca", layout.root_certificate, pki.certificate("root-ca"), pki.statuses["root-ca"]),
+        _ca_result("intermediate-ca", layout.intermediate_certificate, pki.certificate("intermediate-ca"),
+                   pki.statuses["intermediate-ca"]),
+        _ca_result("tsa", layout.tsa_certificate, pki.certificate("tsa"), pki.statuses["tsa"]),
     ]
     for token_spec in TOKENS:
-        keys, certificates = _ensure_token_contents(module, layout, token_spec, pins[token_spec.label], pki,
-                                                    now, urls, written)
-        key_results.extend(keys)
-        certificate_results.extend(certificates)
+        with _token_session(module, token_spec, pins[token_spec.label]) as session:
+            for spec in keys_of(token_spec):
+                with pkcs11_errors(token=spec.token_label, key=spec.label):
+                    certificate_results.append(
+                        _ensure_certificate(session, layout, spec, public_keys[spec.label], pki, written))
 
     _write_pin_files(layout, pins, written)
 
-    config_status = write_state_config(layout, module_path, urls)
+    config_status = write_state_config(layout, module_path, pki.urls)
     if config_status is not Status.EXISTS:
         written.append(layout.config_path)
     policy_path = write_demo_policy(layout.state_dir)

@@ -60,6 +60,23 @@ class StateLayout:
     def intermediate_key(self) -> Path:
         return self.pki_dir / "intermediate-ca.key.pem"
 
+    @property
+    def tsa_certificate(self) -> Path:
+        return self.pki_dir / "tsa.pem"
+
+    @property
+    def tsa_key(self) -> Path:
+        return self.pki_dir / "tsa.key.pem"
+
+    @property
+    def certomancer_config(self) -> Path:
+        """``pki/certomancer.yml``: the certomancer configuration the test PKI is issued and served from."""
+        return self.pki_dir / "certomancer.yml"
+
+    def public_key(self, key_label: str) -> Path:
+        """Return ``pki/<key label>.pub.pem``, the public half of a key on a token."""
+        return self.pki_dir / f"{key_label}.pub.pem"
+
     def end_entity_certificate(self, key_label: str) -> Path:
         """Return ``pki/<key label>.pem``, the certificate of a key on a token."""
         return self.pki_dir / f"{key_label}.pem"

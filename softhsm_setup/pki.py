@@ -1,55 +1,69 @@
-"""The test PKI: a root CA, an intermediate CA, and certificates for the keys on the tokens.
+"""The test PKI, issued by certomancer from ``softhsm_setup/certomancer.yml``.
 
-The CA keys are software keys in ``pki/*.key.pem`` (mode 0600, unencrypted) because these are test
-CAs; only the end-entity keys live on the tokens. Certificates are signed with sha256WithRSAEncryption
-by RSA-3072 CA keys. Subjects are Chinese, encoded as UTF8String (``C`` as PrintableString, which
-X.520 requires), so every consumer of the certificates meets non-ASCII names from the start.
+``ensure_test_pki`` renders the template into ``pki/certomancer.yml`` of the state dir (service URL
+prefix, validity dates and serial numbers filled in) and has certomancer issue the root CA, the
+intermediate CA, the TSA certificate and one certificate per token key from it. The CA and TSA keys
+are software keys in ``pki/*.key.pem`` (mode 0600, unencrypted) because these are test CAs. The
+end-entity keys stay on the tokens: ``qsign softhsm init`` exports their public halves to
+``pki/<label>.pub.pem``, which the configuration names as public-only keys.
+
+certomancer issues deterministically: the same rendered configuration and keys give the same
+certificates byte for byte, so a second ``init`` finds every file as it was. A later rendering
+keeps the dates, serial numbers and revocations of the previous one; only a certificate whose key
+changed gets a new serial number and validity.
+
+Subjects are Chinese; certomancer encodes them as UTF8String (``C`` as PrintableString, which X.520
+requires), so every consumer of the certificates meets non-ASCII names from the start.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from softhsm_setup.errors import PkiIncomplete
 from softhsm_setup.files import Status, write_file
 from softhsm_setup.layout import StateLayout
-from softhsm_setup.ltv_pki import PkiUrls, revocation_extensions
-from softhsm_setup.specs import CERTIFICATE_ORGANIZATION, KeySpec
+from softhsm_setup.ltv_pki import ARCHITECTURE, PkiUrls
 
 __all__ = [
+    "TEMPLATE_PATH",
     "CertificateAuthority",
     "TestPki",
-    "ROOT_COMMON_NAME",
-    "INTERMEDIATE_COMMON_NAME",
-    "load_or_create_test_pki",
-    "issue_end_entity_certificate",
-    "end_entity_subject",
+    "ensure_test_pki",
+    "load_rendered_config",
+    "write_rendered_config",
+    "write_public_key",
     "certificate_matches_key",
     "is_directly_issued_by",
     "certificate_pem",
+    "issue_end_entity_certificate",
 ]
 
 _logger = logging.getLogger(__name__)
 
-ROOT_COMMON_NAME = "qsign 测试根 CA"
-INTERMEDIATE_COMMON_NAME = "qsign 测试中级 CA"
-_CA_ORGANIZATION = "qsign 测试"
-_CA_KEY_BITS = 3072
+TEMPLATE_PATH = Path(__file__).with_name("certomancer.yml")
 
-_ROOT_VALIDITY = datetime.timedelta(days=3652)
-_INTERMEDIATE_VALIDITY = datetime.timedelta(days=2922)
-_END_ENTITY_VALIDITY = datetime.timedelta(days=1095)
+#: Software keys: label in the configuration -> RSA modulus length.
+_SOFTWARE_KEYS = {"root-ca": 3072, "intermediate-ca": 3072, "tsa": 2048}
+#: Certificates written to ``pki/<label>.pem`` besides the end-entity ones.
+_AUTHORITY_CERTIFICATES = ("root-ca", "intermediate-ca", "tsa")
 #: Certificates start a little in the past, so a verifier whose clock runs behind accepts them.
 _BACKDATE = datetime.timedelta(minutes=5)
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S+0000"
+_RELATIVE_TIME = re.compile(r"^@now(?:\+(\d+)d)?$")
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -64,26 +78,24 @@ class CertificateAuthority:
 
 @dataclass
 class TestPki:
-    """The root and intermediate CA of a state dir, and what loading or creating them did."""
+    """The certomancer architecture of a state dir and what ensuring it did."""
 
-    root: CertificateAuthority
-    intermediate: CertificateAuthority
-    root_status: Status
-    intermediate_status: Status
+    layout: StateLayout
+    architecture: Any
+    urls: PkiUrls
+    statuses: dict[str, Status] = field(default_factory=dict)
     files_written: list[Path] = field(default_factory=list)
 
+    def certificate(self, label: str) -> x509.Certificate:
+        """Return the certificate ``label`` of the configuration (``root-ca``, ``officer-rsa`` …)."""
+        return x509.load_der_x509_certificate(self.architecture.get_cert(label).dump())
 
-def _name(common_name: str, organization: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
-
-
-def end_entity_subject(spec: KeySpec) -> x509.Name:
-    """Return the subject of the certificate for ``spec``: C=CN, O=示例市税务局, CN=<person or seal>."""
-    return _name(spec.common_name, CERTIFICATE_ORGANIZATION)
+    def authority(self, label: str) -> CertificateAuthority:
+        """Return the CA ``label`` with its software key, for issuing outside certomancer."""
+        key = serialization.load_pem_private_key(self.layout.pki_dir.joinpath(f"{label}.key.pem").read_bytes(),
+                                                 password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return CertificateAuthority(certificate=self.certificate(label), private_key=key)
 
 
 def certificate_pem(certificate: x509.Certificate) -> bytes:
@@ -108,137 +120,161 @@ def is_directly_issued_by(certificate: x509.Certificate, issuer: x509.Certificat
     return True
 
 
-def _ca_certificate(subject: x509.Name, public_key: rsa.RSAPublicKey, issuer: CertificateAuthority | None,
-                    signing_key: rsa.RSAPrivateKey, path_length: int, not_before: datetime.datetime,
-                    not_after: datetime.datetime, urls: PkiUrls | None = None) -> x509.Certificate:
+def write_public_key(layout: StateLayout, label: str, public_key: PublicKey, written: list[Path]) -> bool:
+    """Write the public half of token key ``label`` to ``pki/<label>.pub.pem``; return whether it changed."""
+    path = layout.public_key(label)
+    data = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if path.exists() and path.read_bytes() == data:
+        return False
+    write_file(path, data, 0o644)
+    written.append(path)
+    return True
+
+
+def _ensure_software_keys(layout: StateLayout, rendered_exists: bool, written: list[Path]) -> None:
+    """Generate each missing CA or TSA key; refuse when certificates were already issued with it."""
+    for label, bits in _SOFTWARE_KEYS.items():
+        path = layout.pki_dir / f"{label}.key.pem"
+        if path.exists():
+            continue
+        if rendered_exists:
+            raise PkiIncomplete(pki_dir=layout.pki_dir,
+                                detail=f"{path.name} is missing but {layout.certomancer_config.name} "
+                                       f"issued certificates with it",
+                                ids={"file": str(path)})
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        write_file(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()), 0o600)
+        written.append(path)
+        _logger.info("generated the test key %s", path)
+
+
+def load_rendered_config(layout: StateLayout) -> dict[str, Any] | None:
+    """Return the state dir's ``pki/certomancer.yml`` as a dict, or ``None`` when there is none."""
+    if not layout.certomancer_config.exists():
+        return None
+    return yaml.safe_load(layout.certomancer_config.read_text(encoding="utf-8"))
+
+
+def _dump(config: dict[str, Any]) -> bytes:
+    header = ("# Rendered by qsign softhsm init from softhsm_setup/certomancer.yml; certomancer issues the\n"
+              "# test PKI from it. Serve it with: qsign softhsm serve-pki\n")
+    return (header + yaml.safe_dump(config, allow_unicode=True, sort_keys=False)).encode("utf-8")
+
+
+def write_rendered_config(layout: StateLayout, config: dict[str, Any], written: list[Path] | None = None) -> bool:
+    """Write ``config`` to ``pki/certomancer.yml`` unless the file contains exactly that; return whether it wrote."""
+    data = _dump(config)
+    path = layout.certomancer_config
+    if path.exists() and path.read_bytes() == data:
+        return False
+    write_file(path, data, 0o644)
+    if written is not None:
+        written.append(path)
+    return True
+
+
+def _resolve_time(value: str, now: datetime.datetime) -> datetime.datetime:
+    match = _RELATIVE_TIME.match(value)
+    if match is None:
+        raise ValueError(f"{TEMPLATE_PATH.name}: validity {value!r} is not @now or @now+NNNd")
+    return now - _BACKDATE + datetime.timedelta(days=int(match.group(1) or 0))
+
+
+def _parse_time(value: str) -> datetime.datetime:
+    return datetime.datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
+
+
+def _render(layout: StateLayout, previous: dict[str, Any] | None, now: datetime.datetime, urls: PkiUrls,
+            reissue: set[str]) -> dict[str, Any]:
+    """Return the configuration for the keys present now, keeping what ``previous`` fixed."""
+    # A JSON round trip gives every certificate its own dicts: the template shares them through YAML aliases.
+    config = json.loads(json.dumps(yaml.safe_load(TEMPLATE_PATH.read_text(encoding="utf-8"))))
+    config["external-url-prefix"] = previous["external-url-prefix"] if previous else urls.base_url
+
+    keys = config["keysets"][ARCHITECTURE]["keys"]
+    for label in [label for label, spec in keys.items() if not (layout.pki_dir / spec["path"]).exists()]:
+        del keys[label]
+
+    architecture = config["pki-architectures"][ARCHITECTURE]
+    earlier = previous["pki-architectures"][ARCHITECTURE]["certs"] if previous else {}
+    ends: dict[str, datetime.datetime] = {}
+    certificates: dict[str, Any] = {}
+    for label, spec in architecture["certs"].items():
+        if spec.get("subject-key", spec["subject"]) not in keys:
+            continue
+        kept = earlier.get(label)
+        if kept is not None and label not in reissue:
+            for name in ("validity", "serial", "revocation"):
+                if name in kept:
+                    spec[name] = kept[name]
+        else:
+            start = _resolve_time(spec["validity"]["valid-from"], now)
+            end = _resolve_time(spec["validity"]["valid-to"], now)
+            if spec["issuer"] in ends:
+                end = min(end, ends[spec["issuer"]])
+            spec["validity"] = {"valid-from": start.strftime(_TIME_FORMAT), "valid-to": end.strftime(_TIME_FORMAT)}
+            spec["serial"] = secrets.randbits(63) | 1 << 62
+        ends[label] = _parse_time(spec["validity"]["valid-to"])
+        certificates[label] = spec
+    architecture["certs"] = certificates
+    return config
+
+
+def _architecture(layout: StateLayout, config: dict[str, Any]) -> Any:
+    from certomancer.registry import ArchLabel, CertomancerConfig
+
+    return CertomancerConfig(config, key_search_dir=str(layout.pki_dir)).get_pki_arch(ArchLabel(ARCHITECTURE))
+
+
+def _write_certificate(path: Path, certificate: x509.Certificate, written: list[Path]) -> Status:
+    data = certificate_pem(certificate)
+    if path.exists() and path.read_bytes() == data:
+        return Status.EXISTS
+    status = Status.UPDATED if path.exists() else Status.CREATED
+    write_file(path, data, 0o644)
+    written.append(path)
+    return status
+
+
+def ensure_test_pki(layout: StateLayout, now: datetime.datetime, urls: PkiUrls,
+                    reissue: set[str] | frozenset[str] = frozenset()) -> TestPki:
+    """Make or complete the test PKI of ``layout`` and write its CA and TSA certificate files.
+
+    Token keys whose public key file exists get a certificate in the configuration; those in
+    ``reissue`` (keys that changed) get a new serial number and validity. ``urls`` applies to a
+    first rendering only: certificates already issued keep the URLs they name.
+    """
+    written: list[Path] = []
+    previous = load_rendered_config(layout)
+    _ensure_software_keys(layout, previous is not None, written)
+    config = _render(layout, previous, now, urls, set(reissue))
+    write_rendered_config(layout, config, written)
+
+    pki = TestPki(layout=layout, architecture=_architecture(layout, config),
+                  urls=PkiUrls.parse(config["external-url-prefix"]), files_written=written)
+    for label in _AUTHORITY_CERTIFICATES:
+        pki.statuses[label] = _write_certificate(layout.pki_dir / f"{label}.pem", pki.certificate(label), written)
+    return pki
+
+
+def issue_end_entity_certificate(issuer: CertificateAuthority, public_key: PublicKey, subject: x509.Name,
+                                 now: datetime.datetime, validity: datetime.timedelta) -> x509.Certificate:
+    """Issue a signing certificate outside certomancer, for a key the card rig makes on a virtual card.
+
+    keyUsage is digitalSignature and nonRepudiation, critical. The certificate names no OCSP
+    responder or CRL, because certomancer's services do not know it.
+    """
+    from cryptography.hazmat.primitives import hashes
+
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(issuer.certificate.subject if issuer else subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    )
-    authority_key = issuer.private_key.public_key() if issuer else public_key
-    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority_key),
-                                    critical=False)
-    if issuer is not None and urls is not None:
-        for extension in revocation_extensions(urls, "root"):
-            builder = builder.add_extension(extension, critical=False)
-    return builder.sign(signing_key, hashes.SHA256())
-
-
-def _key_pem(private_key: rsa.RSAPrivateKey) -> bytes:
-    return private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption())
-
-
-def _load_authority(certificate_path: Path, key_path: Path, layout: StateLayout) -> CertificateAuthority | None:
-    """Load a CA from its two files; ``None`` when both are missing, ``PkiIncomplete`` when one is."""
-    present = [path for path in (certificate_path, key_path) if path.exists()]
-    if not present:
-        return None
-    if len(present) == 1:
-        missing = key_path if present[0] == certificate_path else certificate_path
-        raise PkiIncomplete(pki_dir=layout.pki_dir, detail=f"{missing.name} is missing but {present[0].name} exists",
-                            ids={"file": str(missing)})
-
-    certificate = x509.load_pem_x509_certificate(certificate_path.read_bytes())
-    private_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    if not isinstance(private_key, rsa.RSAPrivateKey):
-        raise PkiIncomplete(pki_dir=layout.pki_dir, detail=f"{key_path.name} is not an RSA key",
-                            ids={"file": str(key_path)})
-    if not certificate_matches_key(certificate, private_key.public_key()):
-        raise PkiIncomplete(pki_dir=layout.pki_dir,
-                            detail=f"{key_path.name} is not the key of {certificate_path.name}",
-                            ids={"file": str(key_path)})
-    return CertificateAuthority(certificate=certificate, private_key=private_key)
-
-
-def _create_authority(subject: x509.Name, issuer: CertificateAuthority | None, path_length: int,
-                      validity: datetime.timedelta, now: datetime.datetime, certificate_path: Path,
-                      key_path: Path, written: list[Path], urls: PkiUrls | None = None) -> CertificateAuthority:
-    private_key = rsa.generate_private_key(public_exponent=65537, key_size=_CA_KEY_BITS)
-    signing_key = issuer.private_key if issuer else private_key
-    not_before = now - _BACKDATE
-    not_after = now + validity
-    if issuer is not None:
-        not_after = min(not_after, issuer.certificate.not_valid_after_utc)
-    certificate = _ca_certificate(subject, private_key.public_key(), issuer, signing_key, path_length,
-                                  not_before, not_after, urls)
-
-    # The key is written first: a certificate without its key could never issue again.
-    write_file(key_path, _key_pem(private_key), 0o600)
-    written.append(key_path)
-    write_file(certificate_path, certificate_pem(certificate), 0o644)
-    written.append(certificate_path)
-    _logger.info("created test CA %s in %s", subject.rfc4514_string(), certificate_path)
-    return CertificateAuthority(certificate=certificate, private_key=private_key)
-
-
-def load_or_create_test_pki(layout: StateLayout, now: datetime.datetime, urls: PkiUrls | None = None) -> TestPki:
-    """Load the root and intermediate CA from ``pki/``, creating whichever is missing.
-
-    A new intermediate certificate points at the root's OCSP responder and CRL under ``urls``.
-
-    A CA whose certificate or key alone exists raises ``PkiIncomplete``, and so does an existing
-    intermediate without a root or one the root did not issue, because no new certificate could
-    chain to the trust anchor then.
-    """
-    written: list[Path] = []
-    root = _load_authority(layout.root_certificate, layout.root_key, layout)
-    intermediate = _load_authority(layout.intermediate_certificate, layout.intermediate_key, layout)
-
-    root_status = Status.EXISTS
-    if root is None:
-        if intermediate is not None:
-            raise PkiIncomplete(pki_dir=layout.pki_dir,
-                                detail=f"{layout.root_certificate.name} is missing but "
-                                       f"{layout.intermediate_certificate.name} exists",
-                                ids={"file": str(layout.root_certificate)})
-        root = _create_authority(_name(ROOT_COMMON_NAME, _CA_ORGANIZATION), None, 1, _ROOT_VALIDITY, now,
-                                 layout.root_certificate, layout.root_key, written)
-        root_status = Status.CREATED
-
-    intermediate_status = Status.EXISTS
-    if intermediate is None:
-        intermediate = _create_authority(_name(INTERMEDIATE_COMMON_NAME, _CA_ORGANIZATION), root, 0,
-                                         _INTERMEDIATE_VALIDITY, now, layout.intermediate_certificate,
-                                         layout.intermediate_key, written, urls)
-        intermediate_status = Status.CREATED
-    elif not is_directly_issued_by(intermediate.certificate, root.certificate):
-        raise PkiIncomplete(pki_dir=layout.pki_dir,
-                            detail=f"{layout.intermediate_certificate.name} was not issued by "
-                                   f"{layout.root_certificate.name}",
-                            ids={"file": str(layout.intermediate_certificate)})
-
-    return TestPki(root=root, intermediate=intermediate, root_status=root_status,
-                   intermediate_status=intermediate_status, files_written=written)
-
-
-def issue_end_entity_certificate(issuer: CertificateAuthority, public_key: PublicKey, spec: KeySpec,
-                                 now: datetime.datetime, urls: PkiUrls | None = None) -> x509.Certificate:
-    """Issue the signing certificate of the token key ``spec`` for ``public_key``.
-
-    keyUsage is digitalSignature and nonRepudiation, critical; the validity is about three years,
-    cut at the issuer's own expiry. With ``urls`` the certificate names the intermediate CA's OCSP
-    responder, CA issuers file and CRL.
-    """
-    not_after = min(now + _END_ENTITY_VALIDITY, issuer.certificate.not_valid_after_utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(end_entity_subject(spec))
         .issuer_name(issuer.certificate.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
-        .not_valid_after(not_after)
+        .not_valid_after(min(now + validity, issuer.certificate.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=False,
@@ -247,6 +283,4 @@ def issue_end_entity_certificate(issuer: CertificateAuthority, public_key: Publi
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()),
                        critical=False)
     )
-    for extension in revocation_extensions(urls, "intermediate") if urls is not None else ():
-        builder = builder.add_extension(extension, critical=False)
     return builder.sign(issuer.private_key, hashes.SHA256())

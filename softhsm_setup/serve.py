@@ -9,7 +9,7 @@ from qsign.config import load_config
 from qsign.errors import ConfigError
 from qsign.i18n import N_, translate
 from softhsm_setup.layout import StateLayout
-from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls, tsa_certificate_path
+from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
 
 __all__ = ["serve_pki"]
 
@@ -18,25 +18,22 @@ _logger = logging.getLogger(__name__)
 SERVING = N_("Serving the test PKI of {state_dir} on {base_url} (Ctrl+C stops it):")
 NOT_LOOPBACK = N_("pki.base_url {base_url} is not on 127.0.0.1; serve-pki listens on 127.0.0.1 only.")
 NO_PKI = N_("The state dir {state_dir} has no test PKI with a TSA certificate. Run \"qsign softhsm init\" first.")
-PKI_EXTRA_MISSING = N_("serve-pki needs certomancer and werkzeug: pip install 'qsign[pki]' ({reason})")
 
 
 def serve_pki(state_dir: Path, language: str) -> int:
-    """Serve OCSP, CRLs, CA certificates and the TSA of ``state_dir`` at its ``[pki] base_url``."""
-    from softhsm_setup.pki_server import PkiServer, ServicesUnavailable
+    """Serve OCSP, CRLs, CA certificates and the TSA of ``state_dir`` at its ``[pki] base_url``
+    with certomancer's animator."""
+    from softhsm_setup.pki_server import PkiServer
 
     layout = StateLayout(state_dir)
-    if not tsa_certificate_path(layout).exists() or not layout.intermediate_key.exists():
+    if not layout.certomancer_config.exists() or not layout.tsa_certificate.exists():
         raise ConfigError(detail=translate(NO_PKI, language, state_dir=state_dir))
 
     urls = PkiUrls.parse(load_config(state_dir).section("pki").get("base_url") or DEFAULT_PKI_BASE_URL)
     if urls.host != "127.0.0.1":
         raise ConfigError(detail=translate(NOT_LOOPBACK, language, base_url=urls.base_url))
 
-    try:
-        server = PkiServer(state_dir, "127.0.0.1", urls.port)
-    except ServicesUnavailable as error:
-        raise ConfigError(detail=translate(PKI_EXTRA_MISSING, language, reason=str(error))) from error
+    server = PkiServer(state_dir, "127.0.0.1", urls.port)
 
     print(translate(SERVING, language, state_dir=state_dir, base_url=urls.base_url))
     for ca_name in ("root", "intermediate"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pkcs11
 import pytest
+import yaml
 from asn1crypto import x509 as asn1_x509
 from asn1crypto.core import Integer
 from cryptography import x509
@@ -22,7 +23,7 @@ from conftest import run_qsign
 from qsign.config import apply_environment, load_config
 from softhsm_setup.errors import SoftHsmModuleMissing
 from softhsm_setup.init import find_softhsm_module
-from softhsm_setup.pki import INTERMEDIATE_COMMON_NAME, ROOT_COMMON_NAME
+from softhsm_setup.pki import TEMPLATE_PATH
 from softhsm_setup.specs import KEYS, TEST_SO_PIN, TEST_USER_PIN, TOKENS, KeyAlgorithm, KeySpec
 from token_drivers.module import load_module
 
@@ -30,6 +31,11 @@ Attribute = pkcs11.Attribute
 ObjectClass = pkcs11.ObjectClass
 
 KEY_LABELS = [spec.label for spec in KEYS]
+
+#: The entities and certificates of the certomancer template that init issues the test PKI from.
+TEMPLATE = yaml.safe_load(TEMPLATE_PATH.read_text(encoding="utf-8"))["pki-architectures"]["qsign-test"]
+ROOT_COMMON_NAME = TEMPLATE["entities"]["root-ca"]["common-name"]
+INTERMEDIATE_COMMON_NAME = TEMPLATE["entities"]["intermediate-ca"]["common-name"]
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +246,14 @@ def test_chinese_subject_round_trips(softhsm_state, label):
     assert reloaded.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == INTERMEDIATE_COMMON_NAME
 
 
+@pytest.mark.parametrize("label", KEY_LABELS)
+def test_template_names_match_key_specs(label):
+    """softhsm_setup/certomancer.yml and specs.py describe the same keys and subjects."""
+    certificate = TEMPLATE["certs"][label]
+    assert certificate["subject-key"] == label
+    assert TEMPLATE["entities"][certificate["subject"]]["common-name"] == _spec(label).common_name
+
+
 def test_officer_and_seal_common_names():
     assert {spec.common_name for spec in KEYS if spec.role.value == "seal"} == {"示例市税务局电子印章"}
     officer_names = [spec.common_name for spec in KEYS if spec.role.value == "officer"]
@@ -295,6 +309,7 @@ def test_serial_numbers_distinct(softhsm_state):
     ("secrets/hsm-so.pin", 0o600),
     ("pki/root-ca.key.pem", 0o600),
     ("pki/intermediate-ca.key.pem", 0o600),
+    ("pki/tsa.key.pem", 0o600),
     ("softhsm/tokens", 0o700),
 ])
 def test_file_mode(softhsm_state, relative, mode):
@@ -396,7 +411,10 @@ def test_partial_state_completed(tmp_path):
     assert second_certificates["officer-ec"] != first_certificates["officer-ec"]
     assert certificate_status["seal-rsa"] == "exists"
     assert second_certificates["seal-rsa"] == first_certificates["seal-rsa"]
+    # The new officer-ec key gets a new serial number in certomancer.yml, hence a new certificate.
     assert sorted(second["files_written"]) == sorted([
+        str(tmp_path / "pki" / "officer-ec.pub.pem"),
+        str(tmp_path / "pki" / "certomancer.yml"),
         str(tmp_path / "pki" / "officer-ec.pem"),
         str(tmp_path / "pki" / "seal-rsa.pem"),
         str(tmp_path / "secrets" / "hsm.pin"),
