@@ -19,6 +19,7 @@ from policies import Policy, Template, check_algorithm, check_certificate, requi
 from qsign.config import Config, TokenProfile
 from signing.appearance import DEFAULT_SEAL_IMAGE, VisibleSignature
 from signing.cades import async_sign_detached
+from signing.levels import cades_settings_for_level, pades_options_for_level
 from signing.pades import PadesOptions, async_sign_pdf
 from signing.pkcs11_signer import TokenSigner, load_chain, select_digest
 from signing.result import SignResult
@@ -76,12 +77,22 @@ def _pades_options(template: Template, policy_dir: Path) -> PadesOptions:
 
 
 async def sign_document(key: TokenKey, config: Config, inputs: SignInputs, policy_dir: Path,
-                        pause_before_sign: float = 0.0) -> SignResult:
-    """Sign ``inputs.source`` into ``inputs.output`` with PAdES or detached CAdES, as the template sets."""
+                        pause_before_sign: float = 0.0, check_revocation: bool = False) -> SignResult:
+    """Sign ``inputs.source`` into ``inputs.output`` with PAdES or detached CAdES, at the template's
+    format and level, with the template's own TSA when it has one.
+
+    ``check_revocation`` (the policy's ``[certificates] check_revocation``) checks the signer's
+    certificate for revocation before B-B and B-T signatures too; B-LT and B-LTA always check.
+    """
+    template = inputs.template
     signer = TokenSigner(key, chain=load_chain(config))
     if pause_before_sign:
         await asyncio.sleep(pause_before_sign)
-    if inputs.template.signature_format == "pades":
-        return await async_sign_pdf(signer, inputs.source, inputs.output,
-                                    _pades_options(inputs.template, policy_dir))
-    return await async_sign_detached(signer, inputs.source, inputs.output)
+    if template.signature_format == "pades":
+        options = pades_options_for_level(template.signature_level, config, _pades_options(template, policy_dir),
+                                          tsa_table=template.tsa, check_revocation=check_revocation)
+        return await async_sign_pdf(signer, inputs.source, inputs.output, options)
+    settings = cades_settings_for_level(template.signature_level, config, tsa_table=template.tsa,
+                                        check_revocation=check_revocation)
+    return await async_sign_detached(signer, inputs.source, inputs.output, timestamper=settings.timestamper,
+                                     validation_context=settings.validation_context)

@@ -361,7 +361,8 @@ class Workflow:
                 self.events.publish(request_id, EventState.SIGNING)
                 source.write_bytes(stored)
                 result = await sign_document(key, self.config, SignInputs(source, output, template, profile),
-                                             self.settings.policy_file.parent, self.settings.pause_before_sign_seconds)
+                                             self.settings.policy_file.parent, self.settings.pause_before_sign_seconds,
+                                             check_revocation=self.policy.certificates.check_revocation)
             finally:
                 await key.module.run(key.close)
 

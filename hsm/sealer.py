@@ -20,6 +20,7 @@ whose signed copy was already made or published.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -188,6 +189,13 @@ class Sealer:
         key = self.key
         assert key is not None
 
+        # The key is only looked up first, so that a B-B worker without the check does not import
+        # signing.levels and the TSA client it loads.
+        if profile.level in ("B-B", "B-T") and "check_revocation" in config.section("signing"):
+            from signing.levels import revocation_check_configured
+
+            if revocation_check_configured(config):
+                self._check_revocation(key)
         self.digest_algorithm = select_digest(key, profile.digest)
         self.signer = TokenSigner(key, chain=self.chain, digest_algorithm=self.digest_algorithm, pss=profile.pss)
         # B-T: the TSA is asked once here, so that the fixed signature space also has room for the token.
@@ -217,6 +225,19 @@ class Sealer:
             extra = {"seal_image": appearance.seal_image} if appearance.seal_image else {}
             self.visible = VisibleSignature(page=appearance.page, rect=appearance.rect, **extra)
             self.stamp_style = build_stamp_style(self.visible)
+
+    def _check_revocation(self, key: TokenKey) -> None:
+        """Check the seal certificate's revocation status once for this worker (``[signing] check_revocation``).
+
+        B-LT and B-LTA check it for every document anyway. Raises ``signer_revoked``,
+        ``revocation_unavailable`` or ``signer_not_trusted``, which stops the worker before it signs.
+        """
+        from signing.levels import shared_fetcher
+        from signing.ltv import async_check_signer_certificate, signing_validation_context
+
+        context = signing_validation_context(self.config, shared_fetcher(self.config))
+        asyncio.run(async_check_signer_certificate(key.certificate, context, signer_common_name(key.certificate),
+                                                   self.profile.level))
 
     # Token session
 

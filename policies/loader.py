@@ -7,10 +7,13 @@ File layout (every table but ``[users]`` and ``[templates]`` is optional)::
                            token_profile, sign_from, sign_until (TOML date-times)
     [templates.<id>]       name_zh, name_en, requester_roles, signer_roles, reviewer_roles,
                            required_approvals, reviewer_not_signer, document_types, max_bytes, max_pages,
-                           signature_format ("pades" | "cades"), signature_level ("B-B"), reason, location,
-                           valid_from, valid_until
+                           signature_format ("pades" | "cades"),
+                           signature_level ("B-B" | "B-T" | "B-LT" | "B-LTA"; cades: "B-B" | "B-T"),
+                           reason, location, valid_from, valid_until
     [templates.<id>.seal]  page, rect = [x1, y1, x2, y2], image, text
-    [certificates]         key_usage = ["non_repudiation", ...], require_chain, required_policy_oids
+    [templates.<id>.tsa]   the template's own TSA, with the keys of qsign.toml's [tsa] (url required)
+    [certificates]         key_usage = ["non_repudiation", ...], require_chain, required_policy_oids,
+                           check_revocation (also before B-B and B-T signatures)
     [algorithms]           rsa_min_bits, ec_curves, digests
 """
 
@@ -34,7 +37,9 @@ KEY_USAGE_NAMES = {
     "data_encipherment": "data_encipherment",
     "key_agreement": "key_agreement",
 }
-_SIGNATURE_LEVELS = {"B-B"}
+_SIGNATURE_LEVELS = {"B-B", "B-T", "B-LT", "B-LTA"}
+#: CAdES detached signatures have no document security store, so no B-LT or B-LTA.
+_CADES_LEVELS = {"B-B", "B-T"}
 _FORMATS = {"pades", "cades"}
 _DIGESTS = {"sha256", "sha384", "sha512"}
 _CURVES = {"secp256r1", "secp384r1", "secp521r1"}
@@ -42,7 +47,7 @@ _CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 _USER_KEYS = {"name", "roles", "token_profile", "sign_from", "sign_until"}
 _TEMPLATE_KEYS = {"name_zh", "name_en", "requester_roles", "signer_roles", "reviewer_roles", "required_approvals",
                   "reviewer_not_signer", "document_types", "max_bytes", "max_pages", "signature_format",
-                  "signature_level", "reason", "location", "valid_from", "valid_until", "seal"}
+                  "signature_level", "reason", "location", "valid_from", "valid_until", "seal", "tsa"}
 _SEAL_KEYS = {"page", "rect", "image", "text"}
 
 
@@ -148,6 +153,11 @@ def _template(source: str, template_id: str, table: Any) -> Template:
     level = reader.get("signature_level", str, "B-B")
     if level not in _SIGNATURE_LEVELS:
         reader.fail("signature_level", f"{level!r} is not supported; qsign signs {', '.join(sorted(_SIGNATURE_LEVELS))}")
+    if signature_format == "cades" and level not in _CADES_LEVELS:
+        reader.fail("signature_level", f"a cades template signs {', '.join(sorted(_CADES_LEVELS))}, not {level}")
+    tsa = reader.get("tsa", dict)
+    if tsa is not None and not isinstance(tsa.get("url"), str):
+        reader.fail("tsa", "must contain url, the TSA's http(s) URL")
     document_types = reader.strings("document_types", ("application/pdf",))
     if not document_types:
         reader.fail("document_types", "must name at least one media type")
@@ -174,6 +184,7 @@ def _template(source: str, template_id: str, table: Any) -> Template:
         seal=seal,
         valid_from=reader.when("valid_from"),
         valid_until=reader.when("valid_until"),
+        tsa=tsa,
     )
     if template.valid_from and template.valid_until and template.valid_until <= template.valid_from:
         reader.fail("valid_until", "must be later than valid_from")
@@ -193,12 +204,13 @@ def parse_policy(raw: dict[str, Any], source: str = "<policy>") -> Policy:
     templates = {tid: _template(source, tid, table) for tid, table in templates_table.table.items()}
 
     certificates = _Reader(source, top.get("certificates", dict, {}), "certificates",
-                           {"key_usage", "require_chain", "required_policy_oids"})
+                           {"key_usage", "require_chain", "required_policy_oids", "check_revocation"})
     key_usage = certificates.strings("key_usage", ("non_repudiation",), set(KEY_USAGE_NAMES))
     certificate_policy = CertificatePolicy(
         key_usage=tuple(KEY_USAGE_NAMES[name] for name in key_usage),
         require_chain=certificates.get("require_chain", bool, True),
         required_policy_oids=certificates.strings("required_policy_oids"),
+        check_revocation=certificates.get("check_revocation", bool, False),
     )
 
     algorithms = _Reader(source, top.get("algorithms", dict, {}), "algorithms", {"rsa_min_bits", "ec_curves", "digests"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 __all__ = ["Role", "User", "SealAppearance", "Template", "CertificatePolicy", "AlgorithmPolicy", "Policy",
            "Decision"]
@@ -70,13 +71,15 @@ class Template:
     max_pages: int
     #: ``pades`` for PDFs, ``cades`` (detached) for other files.
     signature_format: str
-    #: PAdES/CAdES baseline level; only ``B-B`` is signed without a TSA.
+    #: PAdES/CAdES baseline level: ``B-B``, ``B-T``, ``B-LT`` or ``B-LTA`` (CAdES: ``B-B`` and ``B-T``).
     signature_level: str
     reason: str | None = None
     location: str | None = None
     seal: SealAppearance | None = None
     valid_from: datetime | None = None
     valid_until: datetime | None = None
+    #: The template's own TSA settings (keys of qsign.toml's ``[tsa]``); ``None`` uses ``[tsa]``.
+    tsa: dict[str, Any] | None = None
 
     def name(self, language: str) -> str:
         return self.name_zh if language == "zh_CN" else self.name_en
@@ -91,6 +94,9 @@ class CertificatePolicy:
     require_chain: bool = True
     #: Certificate policy OIDs of which the certificate must carry every one.
     required_policy_oids: tuple[str, ...] = ()
+    #: Check the certificate's revocation status (OCSP or CRL, fetched now) before every signature,
+    #: B-B and B-T included; B-LT and B-LTA always check. An unreachable responder fails the signature.
+    check_revocation: bool = False
 
 
 @dataclass(frozen=True)

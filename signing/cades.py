@@ -16,9 +16,11 @@ from pathlib import Path
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from pyhanko.sign.timestamps import TimeStamper
+from pyhanko_certvalidator import ValidationContext
 
 from signing.errors import SigningFailed
 from signing.files import atomic_output, check_input_file, check_output_path
+from signing.ltv import async_check_signer_certificate
 from signing.pkcs11_signer import TokenSigner
 from signing.result import SignResult, signer_common_name
 
@@ -31,16 +33,23 @@ HASH_CHUNK_SIZE = 1024 * 1024
 
 
 async def async_sign_detached(signer: TokenSigner, input_path: Path, output_path: Path, *,
-                              timestamper: TimeStamper | None = None) -> SignResult:
+                              timestamper: TimeStamper | None = None,
+                              validation_context: ValidationContext | None = None) -> SignResult:
     """Write a detached CAdES signature of the file at ``input_path`` to ``output_path`` (DER).
 
-    ``timestamper`` adds a signature timestamp (CAdES-B-T). Raises ``input_not_found``,
+    ``timestamper`` adds a signature timestamp (CAdES-B-T). With ``validation_context`` the signer's
+    certificate path and revocation status are checked first (``signer_revoked``,
+    ``revocation_unavailable``, ``signer_not_trusted``). Raises ``input_not_found``,
     ``input_not_file``, ``input_empty``, ``output_invalid``, token errors, and ``SigningFailed``.
     On any error no output file exists afterwards (an existing file is left as it was).
     """
     input_path, output_path = Path(input_path), Path(output_path)
     check_input_file(input_path)
     check_output_path(output_path, input_path)
+    if validation_context is not None:
+        await async_check_signer_certificate(signer.signing_cert, validation_context,
+                                             signer_common_name(signer.signing_cert),
+                                             "B-T" if timestamper is not None else "B-B")
 
     signing_time = datetime.now(timezone.utc).replace(microsecond=0)
     attributes = PdfCMSSignedAttributes(signing_time=signing_time)
@@ -70,6 +79,8 @@ async def async_sign_detached(signer: TokenSigner, input_path: Path, output_path
 
 
 def sign_detached(signer: TokenSigner, input_path: Path, output_path: Path, *,
-                  timestamper: TimeStamper | None = None) -> SignResult:
+                  timestamper: TimeStamper | None = None,
+                  validation_context: ValidationContext | None = None) -> SignResult:
     """Run ``async_sign_detached`` in a new event loop; not callable from inside a running loop."""
-    return asyncio.run(async_sign_detached(signer, input_path, output_path, timestamper=timestamper))
+    return asyncio.run(async_sign_detached(signer, input_path, output_path, timestamper=timestamper,
+                                           validation_context=validation_context))

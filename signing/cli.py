@@ -21,7 +21,7 @@ from signing.appearance import DEFAULT_SEAL_IMAGE, VisibleSignature, parse_rect
 from signing.cades import sign_detached
 from signing.errors import OptionNotApplicable, PinFileUnreadable
 from signing.files import check_input_file, is_pdf
-from signing.levels import Level, cades_timestamper_for_level, pades_options_for_level
+from signing.levels import Level, cades_settings_for_level, pades_options_for_level
 from signing.pades import PadesOptions, sign_pdf
 from signing.pkcs11_signer import ALLOWED_DIGESTS, TokenSigner, load_chain
 from signing.result import SignResult
@@ -66,6 +66,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                            help="B-T adds a signature timestamp from the [tsa] TSA; B-LT also embeds OCSP "
                                 "responses and CRLs; B-LTA adds a document timestamp (CAdES: B-B and B-T; "
                                 "default: B-B)")
+    signature.add_argument("--check-revocation", action="store_true",
+                           help="check the signer's certificate for revocation (OCSP or CRL) before a B-B or "
+                                "B-T signature too, as [signing] check_revocation = true does; B-LT and B-LTA "
+                                "always check")
     signature.add_argument("--reason", metavar="TEXT", help="reason for signing, stored in the PDF signature")
     signature.add_argument("--location", metavar="TEXT", help="place of signing, stored in the PDF signature")
     signature.add_argument("--contact", metavar="TEXT", help="signer's contact information, stored in the PDF")
@@ -155,10 +159,10 @@ def run_sign(args: argparse.Namespace) -> int:
     module, token_label, key_label, profile = _key_location(args, config)
 
     options = None
-    timestamper = None
+    cades_settings = None
     if signature_format == "cades":
         _reject_pdf_options(args)
-        timestamper = cades_timestamper_for_level(args.level, config)
+        cades_settings = cades_settings_for_level(args.level, config, check_revocation=args.check_revocation)
     else:
         visible = None
         if args.visible:
@@ -167,7 +171,7 @@ def run_sign(args: argparse.Namespace) -> int:
                                        language=args.language)
         options = PadesOptions(reason=args.reason, location=args.location, contact_info=args.contact,
                                visible=visible)
-        options = pades_options_for_level(args.level, config, options)
+        options = pades_options_for_level(args.level, config, options, check_revocation=args.check_revocation)
     chain = load_chain(config)
 
     pin = resolve_pin(args.pin_file, profile, args.language)
@@ -178,7 +182,8 @@ def run_sign(args: argparse.Namespace) -> int:
         if signature_format == "pades":
             result = sign_pdf(signer, input_path, output_path, options)
         else:
-            result = sign_detached(signer, input_path, output_path, timestamper=timestamper)
+            result = sign_detached(signer, input_path, output_path, timestamper=cades_settings.timestamper,
+                                   validation_context=cades_settings.validation_context)
 
     _print_result(args, input_path, key_label, result)
     return 0

@@ -12,6 +12,12 @@ all map a level name to signing settings here:
 - B-LTA: plus a document timestamp over all of that.
 
 CAdES (detached ``.p7s``) supports B-B and B-T.
+
+With ``[signing] check_revocation = true`` in qsign.toml, or ``check_revocation=True`` from a caller
+such as the agent's policy, B-B and B-T signatures check the signer's certificate the same way
+before signing. Nothing fetched is embedded. A revoked certificate or an unreachable responder then
+fails the signature as it does at B-LT. Fetched responses are reused for ``[ltv] cache_seconds``, so
+a revocation can take that long to be seen.
 """
 
 from __future__ import annotations
@@ -25,13 +31,14 @@ from typing import Any
 from pyhanko_certvalidator import ValidationContext
 
 from qsign.config import Config
+from qsign.errors import ConfigError
 from signing.ltv import LtvFetcher, LtvSettings, signing_validation_context, tsa_trust_context
 from signing.ltv_errors import LevelNotSupported, LevelUnknown, TsaNotConfigured
 from signing.pades import PadesOptions
 from signing.tsa import QsignTimeStamper, TsaSettings
 
-__all__ = ["Level", "LevelSettings", "level_settings", "pades_options_for_level", "cades_timestamper_for_level",
-           "shared_fetcher"]
+__all__ = ["Level", "LevelSettings", "level_settings", "pades_options_for_level", "cades_settings_for_level",
+           "shared_fetcher", "revocation_check_configured"]
 
 
 class Level(str, enum.Enum):
@@ -68,6 +75,7 @@ class LevelSettings:
 
     level: Level
     timestamper: QsignTimeStamper | None = None
+    #: Set for B-LT and B-LTA, and for B-B and B-T when the revocation check before signing is on.
     validation_context: ValidationContext | None = None
     embed_validation_info: bool = False
     use_pades_lta: bool = False
@@ -87,23 +95,36 @@ def shared_fetcher(config: Config) -> LtvFetcher:
         return _fetchers[key]
 
 
+def revocation_check_configured(config: Config) -> bool:
+    """Return ``[signing] check_revocation`` of qsign.toml (default false); ``ConfigError`` when not a boolean."""
+    value = config.section("signing").get("check_revocation", False)
+    if not isinstance(value, bool):
+        raise ConfigError(detail=f"signing.check_revocation must be true or false, not {value!r}")
+    return value
+
+
 def level_settings(level: Level | str, config: Config, *, tsa_table: dict[str, Any] | None = None,
-                   fetcher: LtvFetcher | None = None) -> LevelSettings:
+                   fetcher: LtvFetcher | None = None, check_revocation: bool = False) -> LevelSettings:
     """Return what signing at ``level`` needs, built from ``config``.
 
-    ``tsa_table`` replaces ``[tsa]`` (a template or profile with its own TSA). Raises
-    ``LevelUnknown``, ``TsaNotConfigured`` and ``ConfigError``.
+    ``tsa_table`` replaces ``[tsa]`` (a template or profile with its own TSA). ``check_revocation``
+    (or ``[signing] check_revocation``) adds the revocation check before signing to B-B and B-T.
+    Raises ``LevelUnknown``, ``TsaNotConfigured`` and ``ConfigError``.
     """
     level = Level.parse(level)
+    check_revocation = check_revocation or revocation_check_configured(config)
+    context = None
+    if check_revocation and not level.long_term:
+        context = signing_validation_context(config, fetcher or shared_fetcher(config))
     if not level.timestamped:
-        return LevelSettings(level=level)
+        return LevelSettings(level=level, validation_context=context)
 
     tsa = TsaSettings.from_config(config, tsa_table)
     if tsa is None:
         raise TsaNotConfigured(level=level.value)
     timestamper = QsignTimeStamper(tsa, tsa_trust_context(config))
     if not level.long_term:
-        return LevelSettings(level=level, timestamper=timestamper)
+        return LevelSettings(level=level, timestamper=timestamper, validation_context=context)
 
     context = signing_validation_context(config, fetcher or shared_fetcher(config))
     return LevelSettings(level=level, timestamper=timestamper, validation_context=context,
@@ -111,21 +132,25 @@ def level_settings(level: Level | str, config: Config, *, tsa_table: dict[str, A
 
 
 def pades_options_for_level(level: Level | str, config: Config, base: PadesOptions = PadesOptions(), *,
-                            tsa_table: dict[str, Any] | None = None, fetcher: LtvFetcher | None = None) -> PadesOptions:
+                            tsa_table: dict[str, Any] | None = None, fetcher: LtvFetcher | None = None,
+                            check_revocation: bool = False) -> PadesOptions:
     """Return ``base`` with the timestamper and validation settings of ``level``."""
-    settings = level_settings(level, config, tsa_table=tsa_table, fetcher=fetcher)
+    settings = level_settings(level, config, tsa_table=tsa_table, fetcher=fetcher,
+                              check_revocation=check_revocation)
     return dataclasses.replace(base, timestamper=settings.timestamper, validation_context=settings.validation_context,
                                embed_validation_info=settings.embed_validation_info,
                                use_pades_lta=settings.use_pades_lta)
 
 
-def cades_timestamper_for_level(level: Level | str, config: Config, *,
-                                tsa_table: dict[str, Any] | None = None) -> QsignTimeStamper | None:
-    """Return the signature timestamper for a CAdES signature at ``level`` (``None`` for B-B).
+def cades_settings_for_level(level: Level | str, config: Config, *, tsa_table: dict[str, Any] | None = None,
+                             check_revocation: bool = False) -> LevelSettings:
+    """Return the timestamper (``None`` for B-B) and the validation context of the revocation check
+    (``None`` when off) for a CAdES signature at ``level``.
 
     Raises ``LevelNotSupported`` for B-LT and B-LTA.
     """
     level = Level.parse(level)
     if level.long_term:
         raise LevelNotSupported(level=level.value, format="CAdES")
-    return level_settings(level, config, tsa_table=tsa_table).timestamper
+    return level_settings(level, config, tsa_table=tsa_table, check_revocation=check_revocation)
+

@@ -40,6 +40,8 @@ __all__ = [
     "tsa_trust_context",
     "offline_validation_context",
     "LOCAL_ONLY_REVOCATION_POLICY",
+    "presign_validation_error",
+    "async_check_signer_certificate",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -162,12 +164,35 @@ def presign_validation_error(error: Exception, subject: str, level: str) -> Exce
     pyHanko raises ``SigningError`` whose cause is a certvalidator error. Returns ``None`` when the
     cause is none of revoked, missing revocation data, or an untrusted or expired path.
     """
+    return _validation_error(error.__cause__, subject, level)
+
+
+async def async_check_signer_certificate(certificate: x509.Certificate, context: ValidationContext,
+                                         subject: str, level: str) -> None:
+    """Validate ``certificate``'s path and revocation status with ``context`` now, before a signature.
+
+    Raises ``signer_revoked``, ``revocation_unavailable`` or ``signer_not_trusted``. For PAdES with a
+    validation context pyHanko makes this check itself. This function serves the signatures it does not
+    drive: CAdES, and bulk sealing at B-B and B-T, which checks once per worker.
+    """
+    from pyhanko_certvalidator import CertificateValidator
+    from pyhanko_certvalidator.errors import (InsufficientRevinfoError, PathBuildingError, PathValidationError,
+                                              RevokedError)
+
+    validator = CertificateValidator(certificate, validation_context=context)
+    try:
+        await validator.async_validate_usage(set())
+    except (RevokedError, InsufficientRevinfoError, PathValidationError, PathBuildingError) as error:
+        raise _validation_error(error, subject, level) from error
+    _logger.info("signer %s: certificate path valid and not revoked (%s)", subject, level)
+
+
+def _validation_error(cause: BaseException | None, subject: str, level: str) -> Exception | None:
     from pyhanko_certvalidator.errors import (InsufficientRevinfoError, PathBuildingError, PathValidationError,
                                               RevokedError)
 
     from signing.ltv_errors import RevocationUnavailable, SignerNotTrusted, SignerRevoked
 
-    cause = error.__cause__
     ids = {"signer": subject}
     if isinstance(cause, RevokedError):
         revoked_at = cause.revocation_dt.isoformat() if cause.revocation_dt else "?"

@@ -43,7 +43,8 @@ class TsaNotConfigured(ConfigError):
 class RevocationUnavailable(QsignError):
     code = "revocation_unavailable"
     message_template = N_("The revocation status of certificate {subject} could not be fetched: {reason}. "
-                          "Level {level} needs OCSP responses or CRLs; check that the responder is reachable.")
+                          "Signing at level {level} checks it first; check that the OCSP responder or CRL "
+                          "server is reachable.")
     http_status = 503
 
 

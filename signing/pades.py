@@ -207,6 +207,15 @@ async def async_sign_pdf(signer: TokenSigner, input_path: Path, output_path: Pat
                       signer=signer_common_name(signer.signing_cert), size=size)
 
 
+def _level_name(signature_meta: PdfSignatureMetadata, timestamped: bool) -> str:
+    """Return the level a signature with these settings gets, for error messages."""
+    if signature_meta.use_pades_lta:
+        return "B-LTA"
+    if signature_meta.embed_validation_info:
+        return "B-LT"
+    return "B-T" if timestamped else "B-B"
+
+
 async def _sign_in_place(pdf_signer: PdfSigner, signer: TokenSigner, writer: IncrementalPdfFileWriter,
                          input_path: Path, timestamped: bool) -> datetime:
     """Run pyHanko's signing steps on ``writer``'s stream and return the signing time in /M."""
@@ -222,7 +231,7 @@ async def _sign_in_place(pdf_signer: PdfSigner, signer: TokenSigner, writer: Inc
         validation_info = await session.perform_presign_validation(writer)
     except SigningError as error:
         mapped = presign_validation_error(error, signer_common_name(signer.signing_cert),
-                                          "B-LTA" if pdf_signer.signature_meta.use_pades_lta else "B-LT")
+                                          _level_name(pdf_signer.signature_meta, timestamped))
         raise (mapped or SigningFailed(path=str(input_path), reason=str(error), ids=ids)) from error
 
     try:

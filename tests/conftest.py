@@ -44,3 +44,14 @@ def softhsm_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     completed = run_qsign("softhsm", "init", "--json", state_dir=state_dir)
     assert completed.returncode == 0, f"qsign softhsm init failed:\n{completed.stdout}\n{completed.stderr}"
     return state_dir
+
+
+@pytest.fixture(scope="module")
+def pki_services(tmp_path_factory: pytest.TempPathFactory):
+    """Return a state dir of the test module's own whose test PKI (OCSP, CRLs, TSA) certomancer's
+    animator serves on 127.0.0.1 (``helpers.pki_rig.PkiServices``); stopped after the module."""
+    from helpers.pki_rig import init_pki_state
+
+    services = init_pki_state(tmp_path_factory.mktemp("pki-state"))
+    yield services
+    services.stop()

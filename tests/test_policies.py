@@ -28,6 +28,21 @@ def test_demo_policy_loads():
     assert policy.templates["officer-signature"].seal.rect == (16.0, 16.0, 196.0, 106.0)
 
 
+@pytest.mark.parametrize("level", ["B-B", "B-T", "B-LT", "B-LTA"])
+def test_template_levels_and_tsa(level):
+    tsa = {"url": "http://127.0.0.1:8471/qsign-test/tsa/tsa", "timeout": 3.0}
+    raw = _with("templates.officer-signature.signature_level", level)
+    raw["templates"]["officer-signature"]["tsa"] = tsa
+    raw["certificates"]["check_revocation"] = True
+    policy = parse_policy(raw)
+
+    assert policy.templates["officer-signature"].signature_level == level
+    assert policy.templates["officer-signature"].tsa == tsa
+    assert policy.templates["officer-attachment"].tsa is None
+    assert policy.certificates.check_revocation is True
+    assert parse_policy(_demo()).certificates.check_revocation is False
+
+
 def _with(path: str, value) -> dict:
     raw = _demo()
     *parents, last = path.split(".")
@@ -45,7 +60,11 @@ def _with(path: str, value) -> dict:
     ("users.officer-li.colour", "red", "users.officer-li.colour"),
     ("templates.officer-signature.required_approvals", -1, "templates.officer-signature.required_approvals"),
     ("templates.officer-signature.signature_format", "xades", "templates.officer-signature.signature_format"),
-    ("templates.officer-signature.signature_level", "B-LTA", "templates.officer-signature.signature_level"),
+    ("templates.officer-signature.signature_level", "B-LTX", "templates.officer-signature.signature_level"),
+    ("templates.officer-attachment.signature_level", "B-LT", "templates.officer-attachment.signature_level"),
+    ("templates.officer-signature.tsa", {"timeout": 3.0}, "templates.officer-signature.tsa"),
+    ("templates.officer-signature.tsa", "http://127.0.0.1:8471/tsa", "templates.officer-signature.tsa"),
+    ("certificates.check_revocation", "yes", "certificates.check_revocation"),
     ("templates.officer-signature.document_types", ["text/plain"], "templates.officer-signature.document_types"),
     ("templates.officer-signature.max_bytes", True, "templates.officer-signature.max_bytes"),
     ("templates.officer-signature.seal.rect", [0, 0, 10], "templates.officer-signature.seal.rect"),

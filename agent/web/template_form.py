@@ -67,7 +67,7 @@ def template_values(template: Template | None) -> dict[str, Any]:
         return {"id": "", "name_zh": "", "name_en": "", "requester_roles": ["operator", "officer"],
                 "signer_roles": ["officer"], "reviewer_roles": ["reviewer"], "required_approvals": "1",
                 "reviewer_not_signer": "yes", "document_types": "application/pdf", "max_bytes": str(20 * 1024 * 1024),
-                "max_pages": "500", "signature_format": "pades", "reason": "", "location": "", "valid_from": "",
+                "max_pages": "500", "signature_format": "pades", "signature_level": "B-B", "reason": "", "location": "", "valid_from": "",
                 "valid_until": "", "seal": "yes", "seal_page": "1", "x1": "400", "y1": "40", "x2": "550",
                 "y2": "115", "seal_text": "", "seal_image": ""}
     seal = template.seal
@@ -81,6 +81,7 @@ def template_values(template: Template | None) -> dict[str, Any]:
         "reviewer_not_signer": "yes" if template.reviewer_not_signer else "",
         "document_types": ", ".join(template.document_types), "max_bytes": str(template.max_bytes),
         "max_pages": str(template.max_pages), "signature_format": template.signature_format,
+        "signature_level": template.signature_level,
         "reason": template.reason or "", "location": template.location or "",
         "valid_from": _form_time(template.valid_from), "valid_until": _form_time(template.valid_until),
         "seal": "yes" if seal else "", "seal_page": str(seal.page if seal else 1),
@@ -105,8 +106,12 @@ def template_from_form(form: MultiDictProxy[Any], template_id: str | None, polic
         "reviewer_not_signer": form.get("reviewer_not_signer") == "yes",
         "document_types": [t.strip() for t in _text(form, "document_types", 1000).split(",") if t.strip()],
         "max_bytes": _number(form, "max_bytes"), "max_pages": _number(form, "max_pages"),
-        "signature_format": _text(form, "signature_format"), "signature_level": "B-B",
+        "signature_format": _text(form, "signature_format"), "signature_level": _text(form, "signature_level"),
     }
+    # The editor has no fields for a template's own TSA; an edit keeps the table the file has.
+    existing = policy.templates.get(template_id) if template_id else None
+    if existing is not None and existing.tsa is not None:
+        table["tsa"] = dict(existing.tsa)
     for name in ("reason", "location"):
         if _text(form, name):
             table[name] = _text(form, name)
