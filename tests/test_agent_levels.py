@@ -152,8 +152,8 @@ def test_revoked_officer_refused_at_b_b(agent: AgentProcess, pki_services) -> No
 
     status, body, data = _sign_as(agent, "officer-ec", "pades-b-b", DEMO_PDF.read_bytes())
     assert status == 403, body
-    assert body["error"]["code"] == "signer_revoked"
-    assert body["error"]["ids"]["revoked_at"] == revoked_at.isoformat()
+    assert body["code"] == "signer_revoked"
+    assert body["ids"]["revoked_at"] == revoked_at.isoformat()
     assert data is None
 
 
@@ -164,5 +164,5 @@ def test_responder_down_fails_b_b(agent: AgentProcess, pki_services) -> None:
     finally:
         pki_services.start()
     assert status == 503, body
-    assert body["error"]["code"] == "revocation_unavailable"
+    assert body["code"] == "revocation_unavailable"
     assert data is None

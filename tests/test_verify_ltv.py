@@ -1,7 +1,7 @@
 """``qsign verify`` on B-T and B-LT files signed by ``qsign sign`` against the test PKI's services.
 
-The state dir of this module is made with ``--pki-base-url`` on a free port, so the OCSP and CRL URLs
-in its certificates point at the ``PkiServer`` started here on 127.0.0.1. Signing and verifying run
+The state dir of this module comes from the ``pki_services`` fixture: the OCSP and CRL URLs in its
+certificates point at certomancer's animator serving the test PKI on 127.0.0.1. Signing and verifying run
 ``qsign`` in subprocesses. Offline verification runs with the services stopped, so that any attempt to
 fetch would fail.
 """
@@ -10,69 +10,35 @@ from __future__ import annotations
 
 import datetime
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
 from conftest import run_qsign
 from cryptography import x509
+from helpers.pki_rig import PkiServices
 from verify_pki import real_pdf
 
 from softhsm_setup.layout import StateLayout
 from softhsm_setup.ltv_pki import revoke_certificate
-from softhsm_setup.pki_server import PkiServer
 
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "verify_service" / "schema" / "report.schema.json"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Services:
-    """The PKI server of the module's state dir, which a test may stop and start again."""
-
-    def __init__(self, state_dir: Path, port: int) -> None:
-        self.state_dir, self.port = state_dir, port
-        self.server: PkiServer | None = None
-
-    def start(self) -> Services:
-        if self.server is None:
-            self.server = PkiServer(self.state_dir, "127.0.0.1", self.port).start()
-        return self
-
-    def stop(self) -> Services:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-        return self
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    state_dir = tmp_path_factory.mktemp("verify-ltv-state")
-    port = _free_port()
-    completed = run_qsign("softhsm", "init", "--json", "--pki-base-url", f"http://127.0.0.1:{port}",
-                          state_dir=state_dir)
-    assert completed.returncode == 0, completed.stderr
-    services = Services(state_dir, port).start()
-    yield services
-    services.stop()
+def pki(pki_services: PkiServices) -> PkiServices:
+    return pki_services
 
 
-def _sign(pki: Services, output: Path, level: str, profile: str = "officer") -> Path:
+def _sign(pki: PkiServices, output: Path, level: str, profile: str = "officer") -> Path:
     completed = run_qsign("sign", str(real_pdf("xiaoshan-sample.pdf")), "-o", str(output), "--profile", profile,
                           "--level", level, "--json", "--lang", "en", state_dir=pki.state_dir)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return output
 
 
-def _verify(pki: Services, path: Path, *options: str) -> tuple[int, dict]:
+def _verify(pki: PkiServices, path: Path, *options: str) -> tuple[int, dict]:
     """Run ``qsign verify --json``; check the report against the JSON schema and return it with the exit code."""
     completed = run_qsign("verify", str(path), "--json", *options, state_dir=pki.state_dir)
     assert completed.returncode in (0, 1), completed.stdout + completed.stderr
@@ -84,13 +50,13 @@ def _verify(pki: Services, path: Path, *options: str) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def signed(pki: Services, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def signed(pki: PkiServices, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("verify-ltv-signed")
     pki.start()
-    return {level: _sign(pki, directory / f"{level}.pdf", level) for level in ("B-T", "B-LT")}
+    return {level: _sign(pki, directory / f"{level}.pdf", level) for level in ("B-T", "B-LT", "B-LTA")}
 
 
-def test_b_lt_offline_from_embedded_data(pki: Services, signed: dict[str, Path]) -> None:
+def test_b_lt_offline_from_embedded_data(pki: PkiServices, signed: dict[str, Path]) -> None:
     pki.stop()
     exit_code, report = _verify(pki, signed["B-LT"])
 
@@ -107,7 +73,20 @@ def test_b_lt_offline_from_embedded_data(pki: Services, signed: dict[str, Path])
         [("good", "embedded"), ("good", "embedded")]
 
 
-def test_b_lt_offline_later_checked_at_timestamp(pki: Services, signed: dict[str, Path]) -> None:
+def test_b_lta_offline_reports_b_lta(pki: PkiServices, signed: dict[str, Path]) -> None:
+    """pyHanko writes the DSS and the document timestamp in one revision; the timestamp covers the DSS."""
+    pki.stop()
+    exit_code, report = _verify(pki, signed["B-LTA"])
+
+    signatures = {signature["kind"]: signature for signature in report["signatures"]}
+    assert (report["verdict"], report["sub_indication"]) == ("TOTAL_PASSED", None)
+    assert exit_code == 0
+    assert signatures["pdf_signature"]["level"] == "B-LTA"
+    assert signatures["pdf_signature"]["revocation"]["source"] == "embedded"
+    assert signatures["document_timestamp"]["trusted"] is True
+
+
+def test_b_lt_offline_later_checked_at_timestamp(pki: PkiServices, signed: dict[str, Path]) -> None:
     """Ten days later the embedded OCSP responses and CRLs are stale. The signature timestamp proves that
     the signature existed when they were fetched, so the path is checked at the timestamp time."""
     pki.stop()
@@ -123,7 +102,7 @@ def test_b_lt_offline_later_checked_at_timestamp(pki: Services, signed: dict[str
     assert any("validated at the timestamp time" in detail for detail in signature["details"])
 
 
-def test_b_t_offline_indeterminate(pki: Services, signed: dict[str, Path]) -> None:
+def test_b_t_offline_indeterminate(pki: PkiServices, signed: dict[str, Path]) -> None:
     """B-T carries a timestamp but no revocation data: offline the signer cannot be checked."""
     pki.stop()
     exit_code, report = _verify(pki, signed["B-T"])
@@ -137,7 +116,7 @@ def test_b_t_offline_indeterminate(pki: Services, signed: dict[str, Path]) -> No
     assert {entry["reason"] for entry in signature["revocation"]["certificates"]} == {"no_revocation_data_offline"}
 
 
-def test_b_t_online_passes(pki: Services, signed: dict[str, Path]) -> None:
+def test_b_t_online_passes(pki: PkiServices, signed: dict[str, Path]) -> None:
     pki.start()
     exit_code, report = _verify(pki, signed["B-T"], "--online")
 
@@ -147,7 +126,7 @@ def test_b_t_online_passes(pki: Services, signed: dict[str, Path]) -> None:
         ("good", "online")
 
 
-def test_responders_down_online_indeterminate(pki: Services, signed: dict[str, Path]) -> None:
+def test_responders_down_online_indeterminate(pki: PkiServices, signed: dict[str, Path]) -> None:
     pki.stop()
     exit_code, report = _verify(pki, signed["B-T"], "--online")
 
@@ -157,7 +136,7 @@ def test_responders_down_online_indeterminate(pki: Services, signed: dict[str, P
     assert {entry["reason"] for entry in signature["revocation"]["certificates"]} == {"revocation_fetch_failed"}
 
 
-def test_signer_revoked_after_embedding(pki: Services, tmp_path: Path) -> None:
+def test_signer_revoked_after_embedding(pki: PkiServices, tmp_path: Path) -> None:
     """The seal certificate is revoked after a B-LT signature embedded a "good" OCSP response.
 
     Offline, the report follows the embedded data from signing time: TOTAL_PASSED, revocation good from

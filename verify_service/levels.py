@@ -7,7 +7,9 @@ The level is a structural statement: which evidence exists next to the signature
   intact and valid.
 - B-LT: also validation data in the document security store (``/DSS`` with certificates, OCSP responses
   or CRLs).
-- B-LTA: also a document timestamp added after the ``/DSS`` first appeared.
+- B-LTA: also a document timestamp that covers the ``/DSS``: one in the revision where the ``/DSS``
+  first appeared or later. pyHanko writes the ``/DSS`` and the document timestamp of a B-LTA signature
+  in one incremental update, and a timestamp's byte range covers its whole revision.
 """
 
 from __future__ import annotations
@@ -55,6 +57,6 @@ def assign_pades_levels(reader: PdfFileReader, signatures: list[SignatureReport]
             level = PadesLevel.B_T
             if dss_revision is not None:
                 level = PadesLevel.B_LT
-                if any(stamp > dss_revision for stamp in later_timestamps):
+                if any(stamp >= dss_revision for stamp in later_timestamps):
                     level = PadesLevel.B_LTA
         record.level = level
