@@ -1,8 +1,8 @@
 """PAdES B-B/B-T/B-LT/B-LTA against the test PKI's OCSP, CRL and TSA services on 127.0.0.1.
 
-The state dir of this module is made with ``--pki-base-url`` on a free port, so the URLs in its
-certificates match the ``PkiServer`` started here. Signatures go through ``qsign sign`` in a
-subprocess, because this process may already have SoftHSM2 loaded for another state dir.
+The state dir of this module comes from the ``pki_services`` fixture: its certificates name a free port
+on 127.0.0.1 where certomancer's animator serves the test PKI. Signatures go through ``qsign sign`` in
+a subprocess, because this process may already have SoftHSM2 loaded for another state dir.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import datetime
 import hashlib
 import io
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -40,77 +39,47 @@ from signing.ltv_errors import TsaResponseInvalid, TsaUnavailable
 from signing.tsa import QsignTimeStamper, TsaSettings
 from softhsm_setup.layout import StateLayout
 from softhsm_setup.ltv_pki import revoke_certificate
-from softhsm_setup.pki_server import PkiServer
 from verify_service.validate import FETCH_TIME_TOLERANCE
 from conftest import run_qsign
+from helpers.pki_rig import PkiServices, free_port
 
 PDF = Path(__file__).parent / "data" / "real" / "xiaoshan-sample.pdf"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Services:
-    """The PKI server of the module's state dir, which a test may stop and start again."""
-
-    def __init__(self, state_dir: Path, port: int) -> None:
-        self.state_dir, self.port = state_dir, port
-        self.server: PkiServer | None = None
-
-    def start(self) -> None:
-        if self.server is None:
-            self.server = PkiServer(self.state_dir, "127.0.0.1", self.port).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory):
-    state_dir = tmp_path_factory.mktemp("ltv-state")
-    port = _free_port()
-    completed = run_qsign("softhsm", "init", "--json", "--pki-base-url", f"http://127.0.0.1:{port}",
-                          state_dir=state_dir)
-    assert completed.returncode == 0, completed.stderr
-    services = Services(state_dir, port)
-    services.start()
-    yield services
-    services.stop()
+def pki(pki_services: PkiServices) -> PkiServices:
+    return pki_services
 
 
 @pytest.fixture
-def running(pki: Services) -> Services:
+def running(pki: PkiServices) -> PkiServices:
     pki.start()
     return pki
 
 
-def _sign(pki: Services, output: Path, level: str, profile: str = "officer") -> subprocess.CompletedProcess[str]:
-    return run_qsign("sign", str(PDF), "-o", str(output), "--profile", profile, "--level", level, "--json",
-                     "--lang", "en", state_dir=pki.state_dir)
+def _sign(pki: PkiServices, output: Path, level: str, profile: str = "officer", *options: str,
+          source: Path = PDF) -> subprocess.CompletedProcess[str]:
+    return run_qsign("sign", str(source), "-o", str(output), "--profile", profile, "--level", level, "--json",
+                     "--lang", "en", *options, state_dir=pki.state_dir)
 
 
-def _roots(pki: Services) -> list:
+def _roots(pki: PkiServices) -> list:
     return load_certificates([pki.state_dir / "pki" / "root-ca.pem"])
 
 
-def _offline_context(pki: Services, reader: PdfFileReader) -> ValidationContext:
+def _offline_context(pki: PkiServices, reader: PdfFileReader) -> ValidationContext:
     kwargs = {"trust_roots": _roots(pki), "allow_fetching": False, "revinfo_policy": LOCAL_ONLY_REVOCATION_POLICY}
     return DocumentSecurityStore.read_dss(reader).as_validation_context(kwargs)
 
 
-def _pyhanko_validate(pki: Services, path: Path) -> subprocess.CompletedProcess[str]:
+def _pyhanko_validate(pki: PkiServices, path: Path) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).parent / "pyhanko"), "sign", "validate", "--trust-replace", "--trust",
                str(pki.state_dir / "pki" / "root-ca.pem"), "--executive-summary", str(path)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")
-def signed(pki: Services, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def signed(pki: PkiServices, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pki.start()
     directory = tmp_path_factory.mktemp("ltv-signed")
     outputs = {}
@@ -122,14 +91,14 @@ def signed(pki: Services, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return outputs
 
 
-def test_each_level_passes_pyhanko_cli(running: Services, signed: dict[str, Path]):
+def test_each_level_passes_pyhanko_cli(running: PkiServices, signed: dict[str, Path]):
     for level, path in signed.items():
         completed = _pyhanko_validate(running, path)
         assert completed.returncode == 0, f"{level}: {completed.stdout}{completed.stderr}"
         assert ":VALID" in completed.stdout, f"{level}: {completed.stdout}"
 
 
-def test_b_t_has_trusted_signature_timestamp(running: Services, signed: dict[str, Path]):
+def test_b_t_has_trusted_signature_timestamp(running: PkiServices, signed: dict[str, Path]):
     with signed["B-T"].open("rb") as handle:
         reader = PdfFileReader(handle)
         context = ValidationContext(trust_roots=_roots(running), allow_fetching=True,
@@ -141,7 +110,7 @@ def test_b_t_has_trusted_signature_timestamp(running: Services, signed: dict[str
         assert status.timestamp_validity.trusted
 
 
-def test_b_b_has_no_timestamp(running: Services, signed: dict[str, Path]):
+def test_b_b_has_no_timestamp(running: PkiServices, signed: dict[str, Path]):
     with signed["B-B"].open("rb") as handle:
         reader = PdfFileReader(handle)
         status = validate_pdf_signature(reader.embedded_signatures[0],
@@ -151,7 +120,7 @@ def test_b_b_has_no_timestamp(running: Services, signed: dict[str, Path]):
         assert reader.embedded_timestamp_signatures == []
 
 
-def test_b_lt_and_b_lta_validate_offline(pki: Services, signed: dict[str, Path]):
+def test_b_lt_and_b_lta_validate_offline(pki: PkiServices, signed: dict[str, Path]):
     pki.stop()
     for level in ("B-LT", "B-LTA"):
         with signed[level].open("rb") as handle:
@@ -175,7 +144,7 @@ def test_b_lt_and_b_lta_validate_offline(pki: Services, signed: dict[str, Path])
                 assert timestamp_status.trusted
 
 
-def test_responders_down_fail_clearly(pki: Services, tmp_path: Path):
+def test_responders_down_fail_clearly(pki: PkiServices, tmp_path: Path):
     pki.stop()
     output = tmp_path / "out.pdf"
 
@@ -190,7 +159,7 @@ def test_responders_down_fail_clearly(pki: Services, tmp_path: Path):
     assert not output.exists()
 
 
-def test_revoked_signer_refused_and_reported(running: Services, tmp_path: Path):
+def test_revoked_signer_refused_and_reported(running: PkiServices, tmp_path: Path):
     before = tmp_path / "before-revocation.pdf"
     completed = _sign(running, before, "B-T", profile="seal_ec")
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -207,6 +176,18 @@ def test_revoked_signer_refused_and_reported(running: Services, tmp_path: Path):
     assert error["code"] == "signer_revoked"
     assert error["ids"]["revoked_at"] == revoked_at.isoformat()
     assert not after.exists()
+
+    # B-B and B-T check only on request; CAdES goes through pyhanko-certvalidator instead of pyHanko's signer.
+    attachment = tmp_path / "attachment.xml"
+    attachment.write_text("<申报>1</申报>\n", encoding="utf-8")
+    for level, output, source in (("B-B", after, PDF), ("B-T", after, PDF),
+                                  ("B-T", tmp_path / "attachment.xml.p7s", attachment)):
+        completed = _sign(running, output, level, "seal_ec", "--check-revocation", source=source)
+        assert completed.returncode != 0, (level, source)
+        error = json.loads(completed.stdout)["error"]
+        assert error["code"] == "signer_revoked", (level, source, error)
+        assert error["ids"]["revoked_at"] == revoked_at.isoformat()
+        assert not output.exists()
 
     with before.open("rb") as handle:
         reader = PdfFileReader(handle)
@@ -250,7 +231,7 @@ class _MisbehavingTsa:
 
 
 @pytest.mark.parametrize("fault,text", [("nonce", "nonce mismatch"), ("imprint", "message imprint")])
-def test_misbehaving_tsa_rejected(pki: Services, fault: str, text: str):
+def test_misbehaving_tsa_rejected(pki: PkiServices, fault: str, text: str):
     config = load_config(pki.state_dir)
     with _MisbehavingTsa(pki.state_dir, fault) as tsa:
         settings = TsaSettings(url=tsa.url, retries=0)
@@ -260,7 +241,7 @@ def test_misbehaving_tsa_rejected(pki: Services, fault: str, text: str):
         assert text in raised.value.message("en")
 
 
-def test_untrusted_tsa_rejected(running: Services):
+def test_untrusted_tsa_rejected(running: PkiServices):
     no_anchors = ValidationContext(trust_roots=[], allow_fetching=False)
     settings = TsaSettings(url=running.server.urls.tsa_url, retries=0)
     with pytest.raises(TsaResponseInvalid) as raised:
@@ -269,14 +250,14 @@ def test_untrusted_tsa_rejected(running: Services):
 
 
 def test_tsa_retries_then_unavailable():
-    port = _free_port()
+    port = free_port()
     settings = TsaSettings(url=f"http://127.0.0.1:{port}/tsa", retries=2, backoff=0.05, timeout=2)
     with pytest.raises(TsaUnavailable) as raised:
         asyncio.run(QsignTimeStamper(settings, None).async_timestamp(hashlib.sha256(b"x").digest(), "sha256"))
     assert "after 3 attempts" in raised.value.message("en")
 
 
-def test_renewal_before_tsa_expiry(running: Services, signed: dict[str, Path]):
+def test_renewal_before_tsa_expiry(running: PkiServices, signed: dict[str, Path]):
     tsa_certificate = x509.load_pem_x509_certificate((running.state_dir / "pki" / "tsa.pem").read_bytes())
     with Archive.open(running.state_dir) as archive:
         record = archive.store_document(signed["B-LTA"].read_bytes(), DocumentKind.SIGNED,
