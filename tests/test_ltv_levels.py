@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 from asn1crypto import keys as asn1_keys
 from asn1crypto import pem, tsp
 from asn1crypto import x509 as asn1_x509
@@ -31,7 +32,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from archive.api import Archive, DocumentKind
-from archive.renew import RENEWED_ACTION, find_due
+from archive.renew import RENEWED_ACTION, find_due, renew_due
 from qsign.config import load_config
 from signing.levels import Level
 from signing.ltv import LOCAL_ONLY_REVOCATION_POLICY, load_certificates, tsa_trust_context
@@ -290,3 +291,47 @@ def test_renewal_before_tsa_expiry(running: PkiServices, signed: dict[str, Path]
     for timestamp in reader.embedded_timestamp_signatures:
         timestamp_status = validate_pdf_timestamp(timestamp, validation_context=_offline_context(running, reader))
         assert timestamp_status.trusted
+
+
+def test_renewal_on_moved_clock(running: PkiServices, tmp_path: Path):
+    """Renew at a time 20 days before the TSA certificate expires: certomancer's animator answers for that
+    time (its time travel) and freezegun moves this process's clock, which pyHanko validates against."""
+    signed_file = tmp_path / "b-lta.pdf"
+    completed = _sign(running, signed_file, "B-LTA")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    tsa_certificate = x509.load_pem_x509_certificate((running.state_dir / "pki" / "tsa.pem").read_bytes())
+    near_expiry = tsa_certificate.not_valid_after_utc - datetime.timedelta(days=20)
+    with Archive.open(running.state_dir) as archive:
+        record = archive.store_document(signed_file.read_bytes(), DocumentKind.SIGNED, media_type="application/pdf",
+                                        actor="test")
+
+    running.server.at_time = near_expiry
+    try:
+        with freeze_time(near_expiry, tick=True, real_asyncio=True):
+            config = load_config(running.state_dir)
+            with Archive.open(running.state_dir) as archive:
+                assert record.sha256 in {item.sha256 for item in find_due(archive, 30)}
+                renewed, failed = renew_due(archive, config, 30, actor="test")
+                # Documents that earlier tests archived with the same TSA are due as well.
+                by_previous = {result.previous_sha256: result.sha256 for result in renewed}
+                assert record.sha256 in by_previous
+                new_data = archive.read_document(by_previous[record.sha256])
+    finally:
+        running.server.at_time = None
+    assert failed == []
+    assert new_data.startswith(signed_file.read_bytes())
+
+    renewed_file = tmp_path / "b-lta-renewed.pdf"
+    renewed_file.write_bytes(new_data)
+    running.stop()
+    completed = run_qsign("verify", str(renewed_file), "--json", "--at", (near_expiry + datetime.timedelta(hours=1))
+                          .isoformat(), state_dir=running.state_dir)
+    report = json.loads(completed.stdout)
+    signatures = [signature for signature in report["signatures"] if signature["kind"] == "pdf_signature"]
+    assert (report["verdict"], report["sub_indication"]) == ("TOTAL_PASSED", None), completed.stdout
+    assert [signature["level"] for signature in signatures] == ["B-LTA"]
+    stamp_times = [datetime.datetime.fromisoformat(signature["timestamp_time"])
+                   for signature in report["signatures"] if signature["kind"] == "document_timestamp"]
+    assert len(stamp_times) == 2
+    assert stamp_times[0] < near_expiry - datetime.timedelta(days=365)
+    assert abs(stamp_times[1] - near_expiry) < datetime.timedelta(minutes=5)
