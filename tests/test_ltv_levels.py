@@ -294,7 +294,7 @@ def test_renewal_before_tsa_expiry(running: PkiServices, signed: dict[str, Path]
 
 
 def test_renewal_on_moved_clock(running: PkiServices, tmp_path: Path):
-    """Renew at a time 20 days before the TSA certificate expires: certomancer's animator answers for that
+    """Renew at a time 20 days before the TSA certificate expires: certomancer's animator responds for that
     time (its time travel) and freezegun moves this process's clock, which pyHanko validates against."""
     signed_file = tmp_path / "b-lta.pdf"
     completed = _sign(running, signed_file, "B-LTA")
