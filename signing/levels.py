@@ -96,8 +96,16 @@ def shared_fetcher(config: Config) -> LtvFetcher:
 
 
 def revocation_check_configured(config: Config) -> bool:
-    """Return ``[signing] check_revocation`` of qsign.toml (default false); ``ConfigError`` when not a boolean."""
-    value = config.section("signing").get("check_revocation", False)
+    """Return ``[signing] check_revocation`` of qsign.toml (default false).
+
+    Raises ``ConfigError`` when the value is not a boolean or ``[signing]`` has another key, so that a
+    misspelt key does not leave the check silently off.
+    """
+    table = config.section("signing")
+    unknown = sorted(set(table) - {"check_revocation"})
+    if unknown:
+        raise ConfigError(detail=f"unknown key signing.{unknown[0]} (allowed: check_revocation)")
+    value = table.get("check_revocation", False)
     if not isinstance(value, bool):
         raise ConfigError(detail=f"signing.check_revocation must be true or false, not {value!r}")
     return value

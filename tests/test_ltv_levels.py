@@ -34,7 +34,8 @@ from werkzeug.wrappers import Request, Response
 from archive.api import Archive, DocumentKind
 from archive.renew import RENEWED_ACTION, find_due, renew_due
 from qsign.config import load_config
-from signing.levels import Level
+from qsign.errors import ConfigError
+from signing.levels import Level, revocation_check_configured
 from signing.ltv import LOCAL_ONLY_REVOCATION_POLICY, load_certificates, tsa_trust_context
 from signing.ltv_errors import TsaResponseInvalid, TsaUnavailable
 from signing.tsa import QsignTimeStamper, TsaSettings
@@ -335,3 +336,21 @@ def test_renewal_on_moved_clock(running: PkiServices, tmp_path: Path):
     assert len(stamp_times) == 2
     assert stamp_times[0] < near_expiry - datetime.timedelta(days=365)
     assert abs(stamp_times[1] - near_expiry) < datetime.timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ("", False),
+    ("[signing]\ncheck_revocation = true\n", True),
+    ("[signing]\ncheck_revocation = false\n", False),
+    ("[signing]\ncheck_revocation = \"yes\"\n", "signing.check_revocation must be true or false"),
+    ("[signing]\ncheck_revocations = true\n", "unknown key signing.check_revocations"),
+])
+def test_signing_check_revocation_setting(tmp_path: Path, table: str, expected):
+    (tmp_path / "qsign.toml").write_text(table, encoding="utf-8")
+    config = load_config(tmp_path)
+    if isinstance(expected, bool):
+        assert revocation_check_configured(config) is expected
+        return
+    with pytest.raises(ConfigError) as raised:
+        revocation_check_configured(config)
+    assert expected in raised.value.message("en")
