@@ -173,3 +173,17 @@ def test_signer_revoked_after_embedding(pki: PkiServices, tmp_path: Path) -> Non
     assert signer_entry["revocation_time"] == revoked_at.isoformat()
     assert signer_entry["subject"] == signature["signer"]
     assert intermediate_entry["status"] == "good"
+
+
+def test_b_lt_needs_data_for_that_signer(pki: PkiServices, tmp_path: Path) -> None:
+    """A seal at B-LT after an officer's B-T signature puts only the seal's OCSP responses into the DSS:
+    the officer's signature stays B-T although the file has a DSS. (seal-ec is revoked by an earlier test.)"""
+    pki.start()
+    officer = _sign(pki, tmp_path / "officer-b-t.pdf", "B-T")
+    completed = run_qsign("sign", str(officer), "-o", str(tmp_path / "sealed-b-lt.pdf"), "--profile", "seal",
+                          "--level", "B-LT", "--json", "--lang", "en", state_dir=pki.state_dir)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    _, report = _verify(pki, tmp_path / "sealed-b-lt.pdf", "--online")
+    levels = [signature["level"] for signature in report["signatures"] if signature["kind"] == "pdf_signature"]
+    assert levels == ["B-T", "B-LT"]

@@ -5,8 +5,8 @@ The level is a structural statement: which evidence exists next to the signature
 - B-B: the signature itself is intact and its value verifies.
 - B-T: also a trusted time: a signature timestamp, or a document timestamp in a later revision, that is
   intact and valid.
-- B-LT: also validation data in the document security store (``/DSS`` with certificates, OCSP responses
-  or CRLs).
+- B-LT: also revocation data for the signer's certificate in the document security store (``/DSS``):
+  an OCSP response for its serial number and issuer, or a CRL of its issuer.
 - B-LTA: also a document timestamp that covers the ``/DSS``: one in the revision where the ``/DSS``
   first appeared or later. pyHanko writes the ``/DSS`` and the document timestamp of a B-LTA signature
   in one incremental update, and a timestamp's byte range covers its whole revision.
@@ -14,7 +14,9 @@ The level is a structural statement: which evidence exists next to the signature
 
 from __future__ import annotations
 
+from asn1crypto import crl, ocsp, x509
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation.dss import DocumentSecurityStore
 
 from verify_service.report import PadesLevel, SignatureKind, SignatureReport
 
@@ -36,6 +38,23 @@ def _first_dss_revision(reader: PdfFileReader) -> int | None:
     return None
 
 
+def _covers(dss: DocumentSecurityStore, certificate: x509.Certificate) -> bool:
+    """Return whether ``dss`` has an OCSP response for ``certificate`` or a CRL of its issuer."""
+    for reference in dss.ocsps:
+        response = ocsp.OCSPResponse.load(reference.get_object().data)
+        if response["response_status"].native != "successful":
+            continue
+        basic = response["response_bytes"]["response"].parsed
+        for single in basic["tbs_response_data"]["responses"]:
+            cert_id = single["cert_id"]
+            issuer_hash = getattr(certificate.issuer, cert_id["hash_algorithm"]["algorithm"].native)
+            if (cert_id["serial_number"].native == certificate.serial_number
+                    and cert_id["issuer_name_hash"].native == issuer_hash):
+                return True
+    return any(crl.CertificateList.load(reference.get_object().data).issuer == certificate.issuer
+               for reference in dss.crls)
+
+
 def assign_pades_levels(reader: PdfFileReader, signatures: list[SignatureReport]) -> None:
     """Set ``level`` on every PDF signature record that is intact and valid; leave others ``None``."""
     if not signatures:
@@ -43,6 +62,8 @@ def assign_pades_levels(reader: PdfFileReader, signatures: list[SignatureReport]
     timestamps = [record for record in signatures if record.kind is SignatureKind.DOCUMENT_TIMESTAMP
                   and record.intact and record.valid and record.revision is not None]
     dss_revision = _first_dss_revision(reader)
+    dss = DocumentSecurityStore.read_dss(reader) if dss_revision is not None else None
+    signer_certificates = {embedded.field_name: embedded.signer_cert for embedded in reader.embedded_regular_signatures}
 
     for record in signatures:
         if record.kind is not SignatureKind.PDF_SIGNATURE or not (record.intact and record.valid):
@@ -55,7 +76,8 @@ def assign_pades_levels(reader: PdfFileReader, signatures: list[SignatureReport]
         level = PadesLevel.B_B
         if has_time:
             level = PadesLevel.B_T
-            if dss_revision is not None:
+            certificate = signer_certificates.get(record.field)
+            if dss is not None and certificate is not None and _covers(dss, certificate):
                 level = PadesLevel.B_LT
                 if any(stamp >= dss_revision for stamp in later_timestamps):
                     level = PadesLevel.B_LTA
