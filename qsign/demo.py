@@ -150,6 +150,7 @@ def _archive_sealed(state_dir: Path, config: Any, sealed: Path, phone: Any) -> N
 
 def run_demo(args: argparse.Namespace) -> int:
     from qsign.demo_phone import run_phone_flow
+    from signing.levels import pades_options_for_level
     from signing.pades import PadesOptions
     from softhsm_setup import init_state
 
@@ -175,29 +176,32 @@ def run_demo(args: argparse.Namespace) -> int:
     demo_dir.mkdir(parents=True, exist_ok=True)
     sealed = demo_dir / f"{source.stem}.signed-and-sealed.pdf"
 
-    out.step(N_("Running the officer signature through the agent, as the officer's phone would"))
-    phone = asyncio.run(run_phone_flow(config, source, demo_dir, out))
-    officer_signed = phone.signed
-    officer_signer = _first_signer(officer_signed)
-
-    out.step(N_("Sealing the signed file with the organisation key on the HSM token"))
-    seal_options = PadesOptions(reason=translate("Organisation seal", "zh_CN"),
-                                location=translate("Example City Tax Bureau", "zh_CN"))
-    seal = _sign(config, "seal", officer_signed, sealed, seal_options)
-    out.path(sealed)
-    _archive_sealed(state_dir, config, sealed, phone)
-    out.step(N_("Recorded the sealed file and an audit entry in the archive"))
-
-    out.step(N_("Serving the test PKI's OCSP and CRLs on 127.0.0.1 for revocation checks"))
+    out.step(N_("Serving the test PKI's OCSP responders, CRLs and TSA on 127.0.0.1 (certomancer)"))
     try:
         pki_server = _start_test_pki(state_dir)
     except OSError as error:
-        # Another program holds the port that the test certificates name; revocation stays unknown.
+        # Another program holds the port that the test certificates name: no TSA and no revocation data.
         pki_server = None
-        out.step(N_("The test PKI server could not start ({reason}); revocation will be reported as unknown."),
-                 reason=error.strerror or str(error))
-    out.step(N_("Verifying the result with the verification service on 127.0.0.1"))
+        out.step(N_("The test PKI server could not start ({reason}); the seal is made at level B-B and "
+                    "revocation will be reported as unknown."), reason=error.strerror or str(error))
     try:
+        out.step(N_("Running the officer signature through the agent, as the officer's phone would"))
+        phone = asyncio.run(run_phone_flow(config, source, demo_dir, out))
+        officer_signed = phone.signed
+        officer_signer = _first_signer(officer_signed)
+
+        # B-LTA: signature timestamp, the OCSP responses of the seal and the TSA, and a document timestamp.
+        seal_level = "B-LTA" if pki_server is not None else "B-B"
+        out.step(N_("Sealing the signed file with the organisation key on the HSM token, at level {level}"),
+                 level=seal_level)
+        seal_options = pades_options_for_level(seal_level, config, PadesOptions(
+            reason=translate("Organisation seal", "zh_CN"), location=translate("Example City Tax Bureau", "zh_CN")))
+        seal = _sign(config, "seal", officer_signed, sealed, seal_options)
+        out.path(sealed)
+        _archive_sealed(state_dir, config, sealed, phone)
+        out.step(N_("Recorded the sealed file and an audit entry in the archive"))
+
+        out.step(N_("Verifying the result with the verification service on 127.0.0.1"))
         base_url, verification = asyncio.run(_verify_over_http(state_dir, sealed))
     finally:
         if pki_server is not None:
@@ -225,8 +229,10 @@ def _print_summary(out: _Printer, verification: dict[str, Any], signers: list[st
         print(translate("Summary", language))
         for signature in verification.get("signatures", []):
             print("  " + translate(
-                "{field}: signer {signer}; intact {intact}, valid {valid}, trusted {trusted}; coverage {coverage}",
+                "{field}: signer {signer}; level {level}; intact {intact}, valid {valid}, trusted {trusted}; "
+                "coverage {coverage}",
                 language, field=signature.get("field"), signer=signature.get("signer"),
+                level=signature.get("level") or "-",
                 intact=_yes_no(signature.get("intact"), language),
                 valid=_yes_no(signature.get("valid"), language),
                 trusted=_yes_no(signature.get("trusted"), language),
