@@ -7,7 +7,9 @@ stop the batch. Job-level errors end the command.
 from __future__ import annotations
 
 from qsign.errors import ConfigError, InvalidInput, QsignError
-from qsign.i18n import N_
+from typing import Any
+
+from qsign.i18n import DEFAULT_LANGUAGE, N_, translate
 
 __all__ = [
     "ProfileNotFound",
@@ -103,5 +105,15 @@ class TokenLost(QsignError):
 
 
 class WorkerStartFailed(QsignError):
+    """A worker failed before it sealed anything; ``details`` is its error message by language."""
+
     code = "worker_start_failed"
-    message_template = N_("A worker process could not open the signing key ({code}): {detail}")
+    message_template = N_("A worker process could not start sealing ({code}): {detail}")
+
+    def __init__(self, *, code: str, details: dict[str, str], ids: dict[str, Any] | None = None) -> None:
+        self.details = details
+        super().__init__(ids=ids, code=code, detail=details.get("en", ""))
+
+    def message(self, language: str = DEFAULT_LANGUAGE) -> str:
+        detail = self.details.get(language) or self.details.get("en", "")
+        return translate(self.message_template, language, **{**self.params, "detail": detail})

@@ -88,7 +88,7 @@ def _validation_error(error: Exception, source: str, subject: str, level: str) -
     for cause in causes:
         if isinstance(cause, RevokedError):
             revoked_at = cause.revocation_dt.isoformat() if cause.revocation_dt else "?"
-            reason = cause.reason.human_friendly if cause.reason is not None else "unspecified"
+            reason = cause.reason.native if cause.reason is not None else "unspecified"
             return SignerRevoked(subject=subject, revoked_at=revoked_at, reason=reason, ids=ids)
         if isinstance(cause, InsufficientRevinfoError):
             return RevocationUnavailable(subject=subject, reason=str(cause), level=level, ids=ids)

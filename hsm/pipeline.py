@@ -335,10 +335,11 @@ class _Scheduler:
 
 
 class _WorkerFatal(Exception):
-    def __init__(self, code: str, message: str, token_lost: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, code: str, messages: dict[str, str], token_lost: bool = False) -> None:
+        super().__init__(messages.get("en", code))
         self.code = code
-        self.message = message
+        #: The worker's error message by language (``zh_CN``, ``en``).
+        self.messages = messages
         self.token_lost = token_lost
 
 
@@ -405,7 +406,7 @@ def run_job(state_dir: Path, job_id: str, *, progress: Callable[[Progress], None
                                  object_ids={"job_id": job_id, "profile": profile.name})
                     raise TokenLost(profile=profile.name, job=job_id, code=fatal.code,
                                     ids={"job": job_id, "profile": profile.name}) from None
-                raise WorkerStartFailed(code=fatal.code, detail=fatal.message, ids={"job": job_id}) from None
+                raise WorkerStartFailed(code=fatal.code, details=fatal.messages, ids={"job": job_id}) from None
 
         manifest = write_manifest(archive, job_id, plan, Path(job.attributes["out_dir"]))
         partial_root = Path(job.attributes["out_dir"]) / ".qsign-partial"

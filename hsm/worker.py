@@ -57,6 +57,13 @@ def _open_store(config: Any) -> Any:
     return DocumentStore(settings.documents_dir, kek)
 
 
+def _messages(error: Any) -> dict[str, str]:
+    """Return a QsignError's message in every supported language, for the parent to pick from."""
+    from qsign.i18n import SUPPORTED_LANGUAGES
+
+    return {language: error.message(language) for language in SUPPORTED_LANGUAGES}
+
+
 def worker_main(state_dir: str, profile_name: str, lock_path: str, tasks: Any, events: Any, parent_pid: int,
                 index: int, log_level: int) -> None:
     """Run in a spawned process: open the key, then seal each chunk from ``tasks`` until ``None``."""
@@ -77,7 +84,7 @@ def worker_main(state_dir: str, profile_name: str, lock_path: str, tasks: Any, e
         store = _open_store(config)
         sealer = Sealer(config, profile, store)
     except QsignError as error:
-        events.put(("fatal", index, error.code, error.message("en")))
+        events.put(("fatal", index, error.code, _messages(error)))
         return
     events.put(("ready", index, certificate_summary(sealer.key.certificate)))
 
@@ -94,7 +101,7 @@ def worker_main(state_dir: str, profile_name: str, lock_path: str, tasks: Any, e
                 # retried once and failed. Stop, so that the rest of the job waits for a resume.
                 error = sealer.session_error
                 _logger.error("worker %d: token session lost and not reopened (%s); stopping", index, error.code)
-                events.put(("token_lost", index, error.code, error.message("en")))
+                events.put(("token_lost", index, error.code, _messages(error)))
                 break
     finally:
         sealer.close()

@@ -196,7 +196,8 @@ def _validation_error(cause: BaseException | None, subject: str, level: str) -> 
     ids = {"signer": subject}
     if isinstance(cause, RevokedError):
         revoked_at = cause.revocation_dt.isoformat() if cause.revocation_dt else "?"
-        reason = cause.reason.human_friendly if cause.reason is not None else "unspecified"
+        # The RFC 5280 reason name (key_compromise …) reads the same in both languages of the message.
+        reason = cause.reason.native if cause.reason is not None else "unspecified"
         _logger.error("signer %s is revoked since %s (%s); signing refused", subject, revoked_at, reason)
         return SignerRevoked(subject=subject, revoked_at=revoked_at, reason=reason,
                              ids={**ids, "revoked_at": revoked_at})

@@ -120,3 +120,38 @@ def test_bulk_long_term_outputs_validate_offline(sealed, level):
         assert completed.returncode == 0, completed.stdout + completed.stderr
         assert report["verdict"] == "TOTAL_PASSED", completed.stdout
         assert report["signatures"][0]["level"] == level, completed.stdout
+
+
+def test_bulk_b_b_refuses_revoked_seal(pki_services, tmp_path: Path):
+    """With [signing] check_revocation a B-B bulk worker checks the seal certificate once before sealing."""
+    import datetime
+
+    from cryptography import x509
+
+    from softhsm_setup.layout import StateLayout
+    from softhsm_setup.ltv_pki import revoke_certificate
+
+    state_dir = pki_services.state_dir
+    config_path = state_dir / "qsign.toml"
+    config_path.write_text(config_path.read_text(encoding="utf-8") + "\n[signing]\ncheck_revocation = true\n",
+                           encoding="utf-8")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copyfile(SAMPLE, inputs / "notice.pdf")
+
+    def bulk_sign(out_dir: Path):
+        return run_qsign("bulk", "sign", str(inputs), "--profile", "seal", "--out", str(out_dir), "--workers", "1",
+                         "--json", "--lang", "en", state_dir=state_dir, timeout=180)
+
+    completed = bulk_sign(tmp_path / "out-before")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert len(list((tmp_path / "out-before").rglob("notice.pdf"))) == 1
+
+    layout = StateLayout(state_dir)
+    certificate = x509.load_pem_x509_certificate(layout.end_entity_certificate("seal-rsa").read_bytes())
+    revoke_certificate(layout, certificate, revoked_at=datetime.datetime.now(datetime.timezone.utc),
+                       reason="key_compromise")
+    completed = bulk_sign(tmp_path / "out-after")
+    assert completed.returncode != 0, completed.stdout
+    assert "signer_revoked" in completed.stdout + completed.stderr
+    assert list((tmp_path / "out-after").rglob("notice.pdf")) == []
