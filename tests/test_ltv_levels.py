@@ -100,6 +100,26 @@ def test_each_level_passes_pyhanko_cli(running: PkiServices, signed: dict[str, P
         assert ":VALID" in completed.stdout, f"{level}: {completed.stdout}"
 
 
+@pytest.mark.parametrize("level", [level.value for level in Level])
+def test_verify_service_reports_level(pki: PkiServices, signed: dict[str, Path], level: str):
+    """qsign verify reports each file TOTAL_PASSED at the level it was signed at; B-LT and B-LTA with
+    the responders down (embedded data only), B-B and B-T online."""
+    long_term = level in ("B-LT", "B-LTA")
+    if long_term:
+        pki.stop()
+    else:
+        pki.start()
+    options = () if long_term else ("--online",)
+    completed = run_qsign("verify", str(signed[level]), "--json", *options, state_dir=pki.state_dir)
+    pki.start()
+    report = json.loads(completed.stdout)
+    signatures = [signature for signature in report["signatures"] if signature["kind"] == "pdf_signature"]
+
+    assert (report["verdict"], report["sub_indication"]) == ("TOTAL_PASSED", None), completed.stdout
+    assert [signature["level"] for signature in signatures] == [level]
+    assert signatures[0]["revocation"]["source"] == ("embedded" if long_term else "online")
+
+
 def test_b_t_has_trusted_signature_timestamp(running: PkiServices, signed: dict[str, Path]):
     with signed["B-T"].open("rb") as handle:
         reader = PdfFileReader(handle)
