@@ -26,7 +26,7 @@ from qsign.config import Config
 from qsign.errors import QsignError
 from signing.errors import SigningFailed
 from signing.levels import Level, level_settings
-from signing.ltv_errors import RevocationUnavailable, SignerNotTrusted, SignerRevoked
+from signing.ltv import signer_validation_error
 
 __all__ = ["LongTermData"]
 
@@ -80,19 +80,10 @@ async def _add_validation_info(signature, context) -> None:
 
 def _validation_error(error: Exception, source: str, subject: str, level: str) -> QsignError:
     """Map a certvalidator or pyHanko error met while collecting validation data to a qsign error."""
-    from pyhanko_certvalidator.errors import (InsufficientRevinfoError, PathBuildingError, PathValidationError,
-                                              RevokedError)
-
-    causes = [error, error.__cause__, error.__context__]
     ids = {"path": source}
-    for cause in causes:
-        if isinstance(cause, RevokedError):
-            revoked_at = cause.revocation_dt.isoformat() if cause.revocation_dt else "?"
-            reason = cause.reason.native if cause.reason is not None else "unspecified"
-            return SignerRevoked(subject=subject, revoked_at=revoked_at, reason=reason, ids=ids)
-        if isinstance(cause, InsufficientRevinfoError):
-            return RevocationUnavailable(subject=subject, reason=str(cause), level=level, ids=ids)
-        if isinstance(cause, (PathValidationError, PathBuildingError)):
-            return SignerNotTrusted(subject=subject, reason=str(cause), ids=ids)
+    for cause in (error, error.__cause__, error.__context__):
+        mapped = signer_validation_error(cause, subject, level, ids)
+        if mapped is not None:
+            return mapped
     _logger.warning("adding %s validation data to %s failed: %s: %s", level, source, type(error).__name__, error)
     return SigningFailed(path=source, reason=f"{level} validation data: {type(error).__name__}: {error}", ids=ids)

@@ -28,7 +28,7 @@ from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBack
 from pyhanko_certvalidator.policy_decl import CertRevTrustPolicy, RevocationCheckingPolicy, RevocationCheckingRule
 
 from qsign.config import Config
-from qsign.errors import ConfigError
+from qsign.errors import ConfigError, QsignError
 from signing.errors import ChainNotFound
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "LOCAL_ONLY_REVOCATION_POLICY",
     "presign_validation_error",
     "async_check_signer_certificate",
+    "signer_validation_error",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def presign_validation_error(error: Exception, subject: str, level: str) -> Exce
     pyHanko raises ``SigningError`` whose cause is a certvalidator error. Returns ``None`` when the
     cause is none of revoked, missing revocation data, or an untrusted or expired path.
     """
-    return _validation_error(error.__cause__, subject, level)
+    return signer_validation_error(error.__cause__, subject, level)
 
 
 async def async_check_signer_certificate(certificate: x509.Certificate, context: ValidationContext,
@@ -183,17 +184,20 @@ async def async_check_signer_certificate(certificate: x509.Certificate, context:
     try:
         await validator.async_validate_usage(set())
     except (RevokedError, InsufficientRevinfoError, PathValidationError, PathBuildingError) as error:
-        raise _validation_error(error, subject, level) from error
+        raise signer_validation_error(error, subject, level) from error
     _logger.info("signer %s: certificate path valid and not revoked (%s)", subject, level)
 
 
-def _validation_error(cause: BaseException | None, subject: str, level: str) -> Exception | None:
+def signer_validation_error(cause: BaseException | None, subject: str, level: str,
+                            ids: dict[str, str] | None = None) -> QsignError | None:
+    """Return ``signer_revoked``, ``revocation_unavailable`` or ``signer_not_trusted`` for a
+    pyhanko-certvalidator error, or ``None`` for any other ``cause``. ``ids`` replaces ``{"signer": subject}``."""
     from pyhanko_certvalidator.errors import (InsufficientRevinfoError, PathBuildingError, PathValidationError,
                                               RevokedError)
 
     from signing.ltv_errors import RevocationUnavailable, SignerNotTrusted, SignerRevoked
 
-    ids = {"signer": subject}
+    ids = ids if ids is not None else {"signer": subject}
     if isinstance(cause, RevokedError):
         revoked_at = cause.revocation_dt.isoformat() if cause.revocation_dt else "?"
         # The RFC 5280 reason name (key_compromise …) reads the same in both languages of the message.
