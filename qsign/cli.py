@@ -12,6 +12,7 @@ the catalogs hold each text once and a package needs no gettext call at import t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import json
@@ -19,7 +20,7 @@ import logging
 import re
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from qsign import __version__
 from qsign.config import load_config, resolve_state_dir
@@ -149,7 +150,37 @@ def _localized_parser_class(language: str) -> type[argparse.ArgumentParser]:
             kwargs.setdefault("formatter_class", formatter)
             super().__init__(*args, **kwargs)
 
+        def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+            with argparse_messages(language):
+                return super().parse_known_args(args, namespace)
+
+        def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+            # parse_args reports "unrecognized arguments" after parse_known_args has returned.
+            with argparse_messages(language):
+                return super().parse_args(args, namespace)
+
     return LocalizedArgumentParser
+
+
+@contextlib.contextmanager
+def argparse_messages(language: str) -> Iterator[None]:
+    """Make argparse's own messages (``invalid choice``, ``the following arguments are required`` …)
+    come from the qsign catalogs in ``language`` while the block runs.
+
+    argparse looks its texts up through its module globals ``_`` and ``ngettext`` at the moment it
+    builds a message (Python 3.11), so replacing them for the duration of a parse translates its errors.
+    """
+    translate_text = gettext_for(language)
+
+    def translate_plural(singular: str, plural: str, count: int) -> str:
+        return translate_text(singular if count == 1 else plural)
+
+    saved = argparse._, argparse.ngettext  # type: ignore[attr-defined]
+    argparse._, argparse.ngettext = translate_text, translate_plural  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        argparse._, argparse.ngettext = saved  # type: ignore[attr-defined]
 
 
 def requested_language(argv: Sequence[str]) -> str:

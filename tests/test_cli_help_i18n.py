@@ -105,3 +105,28 @@ def test_chinese_help_fits_terminal_width():
     for line in body.splitlines():
         width = sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in line)
         assert width <= 80, f"{width} columns: {line!r}"
+
+
+@pytest.mark.parametrize(("arguments", "chinese", "english"), [
+    (["sign", "in.pdf", "-o", "out.pdf", "--level", "X"], "参数 --level：无效的选择：'X'",
+     "argument --level: invalid choice: 'X'"),
+    (["sign"], "缺少以下必需参数：FILE, -o/--output", "the following arguments are required: FILE, -o/--output"),
+    (["sign", "in.pdf", "-o", "out.pdf", "--page", "x"], "参数 --page：无效的 int 值：'x'",
+     "argument --page: invalid int value: 'x'"),
+    (["sign", "in.pdf", "-o", "out.pdf", "--bogus"], "无法识别的参数：--bogus", "unrecognized arguments: --bogus"),
+    (["nosuch"], "参数 COMMAND：无效的选择：'nosuch'", "argument COMMAND: invalid choice: 'nosuch'"),
+])
+def test_usage_errors_in_both_languages(arguments, chinese, english):
+    """argparse's own error lines come from the qsign catalogs, like the help texts."""
+    outputs = {}
+    for language in ("zh_CN", "en"):
+        result = subprocess.run([sys.executable, "-m", "qsign.cli", *arguments, "--lang", language],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2, result.stderr
+        outputs[language] = result.stderr.splitlines()[-1]
+
+    assert "：错误：" in outputs["zh_CN"]
+    assert chinese in outputs["zh_CN"]
+    assert ": error: " in outputs["en"]
+    assert english in outputs["en"]
+    assert not _CJK.search(outputs["en"])
