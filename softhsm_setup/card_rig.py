@@ -28,11 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from qsign.config import load_config, write_config
 from qsign.errors import QsignError
@@ -40,8 +38,8 @@ from qsign.i18n import N_
 from softhsm_setup.files import ensure_directory, write_file
 from softhsm_setup.layout import StateLayout
 from softhsm_setup.ltv_pki import DEFAULT_PKI_BASE_URL, PkiUrls
-from softhsm_setup.pki import certificate_pem, ensure_test_pki, issue_end_entity_certificate
-from softhsm_setup.specs import CERTIFICATE_ORGANIZATION, CertificateRole, KeyAlgorithm, KeySpec
+from softhsm_setup.pki import certificate_pem, ensure_test_pki, write_public_key
+from softhsm_setup.specs import CertificateRole, KeyAlgorithm, KeySpec
 from token_drivers.module import OPENSC_MODULE_CANDIDATES, find_installed_module
 
 __all__ = ["CardSpec", "CARDS", "CardRig", "RigError", "VPCD_BASE_PORT", "READER_COUNT", "netns_socket",
@@ -73,6 +71,11 @@ class CardSpec:
     nickname: str
     common_name: str
 
+    @property
+    def certificate_label(self) -> str:
+        """The card's key and certificate label in ``softhsm_setup/certomancer.yml``."""
+        return f"card-{self.name}"
+
     def key_spec(self) -> KeySpec:
         return KeySpec(profile=f"card_{self.name}", token_label=self.common_name, label=self.nickname,
                        key_id=b"", algorithm=KeyAlgorithm.RSA, bits=2048, curve=None, always_authenticate=False,
@@ -87,8 +90,6 @@ CARDS: dict[str, CardSpec] = {
 
 #: PIN of both virtual cards (the NSS database password); test set-ups only, as this file publishes it.
 CARD_PIN = "24681357"
-#: How long a virtual card's certificate is valid (cut at the intermediate CA's expiry).
-CARD_CERTIFICATE_VALIDITY = datetime.timedelta(days=1095)
 
 
 class Step(enum.Enum):
@@ -197,11 +198,8 @@ class CardRig:
         ensure_directory(self.layout.pki_dir, 0o755)
 
         now = datetime.datetime.now(datetime.timezone.utc)
-        # certomancer issues the CAs from softhsm_setup/certomancer.yml. The card certificates are issued
-        # here with the intermediate CA's key, because the card keys exist only in the NSS databases.
-        pki = ensure_test_pki(self.layout, now, PkiUrls.parse(DEFAULT_PKI_BASE_URL))
         for card in CARDS.values():
-            report[f"card {card.name}"] = self._make_card(card, pki.authority("intermediate-ca"), now)
+            report[f"card {card.name}"] = self._make_card(card, now)
         self._write_reader_conf()
         self._write_config()
 
@@ -209,7 +207,7 @@ class CardRig:
         report["pcscd"] = self._start_pcscd()
         return report
 
-    def _make_card(self, card: CardSpec, issuer: object, now: datetime.datetime) -> Step:
+    def _make_card(self, card: CardSpec, now: datetime.datetime) -> Step:
         database = self.nss_db(card)
         if (database / "cert9.db").exists() and self.certificate_path(card).exists():
             return Step.EXISTS
@@ -220,14 +218,13 @@ class CardRig:
         ensure_directory(self.pin_file.parent, 0o700)
         write_file(self.pin_file, CARD_PIN.encode(), 0o600)
 
+        # certomancer issues the card's certificate from softhsm_setup/certomancer.yml like the token
+        # keys' ones: the public key goes into pki/, and a new key gets a new serial number.
         private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        subject = x509.Name([
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, CERTIFICATE_ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, card.common_name),
-        ])
-        certificate = issue_end_entity_certificate(issuer, private_key.public_key(), subject, now,  # type: ignore[arg-type]
-                                                   CARD_CERTIFICATE_VALIDITY)
+        label = card.certificate_label
+        write_public_key(self.layout, label, private_key.public_key(), [])
+        pki = ensure_test_pki(self.layout, now, PkiUrls.parse(DEFAULT_PKI_BASE_URL), reissue={label})
+        certificate = pki.certificate(label)
         write_file(self.certificate_path(card), certificate_pem(certificate), 0o644)
 
         # pk12util imports the key and certificate under the PKCS#12 friendly name, which becomes

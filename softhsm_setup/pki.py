@@ -1,10 +1,11 @@
 """The test PKI, issued by certomancer from ``softhsm_setup/certomancer.yml``.
 
-``ensure_test_pki`` renders the template into ``pki/certomancer.yml`` of the state dir (service URL
-prefix, validity dates and serial numbers filled in) and has certomancer issue the root CA, the
-intermediate CA, the TSA certificate and one certificate per token key from it. The CA and TSA keys
-are software keys in ``pki/*.key.pem`` (mode 0600, unencrypted) because these are test CAs. The
-end-entity keys stay on the tokens: ``qsign softhsm init`` exports their public halves to
+``ensure_test_pki`` renders the template into ``pki/certomancer.yml`` of the state dir, with the
+service URL prefix, validity dates and serial numbers filled in. certomancer then issues from it the
+root CA, the intermediate CA, the TSA certificate and one certificate per token key or virtual card
+key. The CA and TSA keys are software keys in ``pki/*.key.pem`` (mode 0600, unencrypted) because these
+are test CAs. The end-entity keys stay on the tokens (or in the virtual cards' NSS databases):
+``qsign softhsm init`` and ``qsign softhsm card up`` export their public halves to
 ``pki/<label>.pub.pem``, which the configuration names as public-only keys.
 
 certomancer issues deterministically: the same rendered configuration and keys give the same
@@ -40,7 +41,6 @@ from softhsm_setup.ltv_pki import ARCHITECTURE, PkiUrls
 
 __all__ = [
     "TEMPLATE_PATH",
-    "CertificateAuthority",
     "TestPki",
     "ensure_test_pki",
     "load_rendered_config",
@@ -49,7 +49,6 @@ __all__ = [
     "certificate_matches_key",
     "is_directly_issued_by",
     "certificate_pem",
-    "issue_end_entity_certificate",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -68,14 +67,6 @@ _RELATIVE_TIME = re.compile(r"^@now(?:\+(\d+)d)?$")
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
-@dataclass(frozen=True)
-class CertificateAuthority:
-    """A test CA: its certificate and its software private key."""
-
-    certificate: x509.Certificate
-    private_key: rsa.RSAPrivateKey
-
-
 @dataclass
 class TestPki:
     """The certomancer architecture of a state dir and what ensuring it did."""
@@ -89,13 +80,6 @@ class TestPki:
     def certificate(self, label: str) -> x509.Certificate:
         """Return the certificate ``label`` of the configuration (``root-ca``, ``officer-rsa`` …)."""
         return x509.load_der_x509_certificate(self.architecture.get_cert(label).dump())
-
-    def authority(self, label: str) -> CertificateAuthority:
-        """Return the CA ``label`` with its software key, for issuing outside certomancer."""
-        key = serialization.load_pem_private_key(self.layout.pki_dir.joinpath(f"{label}.key.pem").read_bytes(),
-                                                 password=None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return CertificateAuthority(certificate=self.certificate(label), private_key=key)
 
 
 def certificate_pem(certificate: x509.Certificate) -> bytes:
@@ -121,7 +105,7 @@ def is_directly_issued_by(certificate: x509.Certificate, issuer: x509.Certificat
 
 
 def write_public_key(layout: StateLayout, label: str, public_key: PublicKey, written: list[Path]) -> bool:
-    """Write the public half of token key ``label`` to ``pki/<label>.pub.pem``; return whether it changed."""
+    """Write the public half of key ``label`` (token or virtual card) to ``pki/<label>.pub.pem``; return whether it changed."""
     path = layout.public_key(label)
     data = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     if path.exists() and path.read_bytes() == data:
@@ -256,31 +240,3 @@ def ensure_test_pki(layout: StateLayout, now: datetime.datetime, urls: PkiUrls,
     for label in _AUTHORITY_CERTIFICATES:
         pki.statuses[label] = _write_certificate(layout.pki_dir / f"{label}.pem", pki.certificate(label), written)
     return pki
-
-
-def issue_end_entity_certificate(issuer: CertificateAuthority, public_key: PublicKey, subject: x509.Name,
-                                 now: datetime.datetime, validity: datetime.timedelta) -> x509.Certificate:
-    """Issue a signing certificate outside certomancer, for a key the card rig makes on a virtual card.
-
-    keyUsage is digitalSignature and nonRepudiation, critical. The certificate names no OCSP
-    responder or CRL, because certomancer's services do not know it.
-    """
-    from cryptography.hazmat.primitives import hashes
-
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.certificate.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(min(now + validity, issuer.certificate.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.private_key.public_key()),
-                       critical=False)
-    )
-    return builder.sign(issuer.private_key, hashes.SHA256())

@@ -118,3 +118,20 @@ async def test_wrong_pin_is_reported_once(empty_readers):
     # The emulated card has no retry counter and does not lock; the right PIN still signs.
     with open_card_key(present.module, present.token, card_pin()) as key:
         assert len(key.sign(b"after a wrong PIN")) == 256
+
+
+@pytest.mark.parametrize("card", ["officer", "other"])
+def test_card_certificate_from_certomancer(card_rig, card: str) -> None:
+    """certomancer issues the card certificates from the rendered template, with the OCSP responder."""
+    import yaml
+    from cryptography import x509
+
+    config = yaml.safe_load(card_rig.layout.certomancer_config.read_text(encoding="utf-8"))
+    specification = config["pki-architectures"]["qsign-test"]["certs"][f"card-{card}"]
+    certificate = card_certificate(card_rig, card)
+    access = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+
+    assert certificate.serial_number == specification["serial"]
+    assert [description.access_location.value for description in access
+            if description.access_method == x509.oid.AuthorityInformationAccessOID.OCSP] == \
+        [f"{config['external-url-prefix']}/qsign-test/ocsp/intermediate"]

@@ -21,6 +21,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from conftest import run_qsign
 from qsign.config import apply_environment, load_config
+from softhsm_setup.card_rig import CARDS
 from softhsm_setup.errors import SoftHsmModuleMissing
 from softhsm_setup.init import find_softhsm_module
 from softhsm_setup.pki import TEMPLATE_PATH
@@ -252,6 +253,15 @@ def test_template_names_match_key_specs(label):
     certificate = TEMPLATE["certs"][label]
     assert certificate["subject-key"] == label
     assert TEMPLATE["entities"][certificate["subject"]]["common-name"] == _spec(label).common_name
+
+
+@pytest.mark.parametrize("card", sorted(CARDS))
+def test_template_names_match_cards(card):
+    """The virtual smart cards' certificates come from the same template as the token keys'."""
+    spec = CARDS[card]
+    certificate = TEMPLATE["certs"][spec.certificate_label]
+    assert certificate["subject-key"] == spec.certificate_label
+    assert TEMPLATE["entities"][certificate["subject"]]["common-name"] == spec.common_name
 
 
 def test_officer_and_seal_common_names():
