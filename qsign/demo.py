@@ -180,7 +180,8 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         pki_server = _start_test_pki(state_dir)
     except OSError as error:
-        # Another program holds the port that the test certificates name: no TSA and no revocation data.
+        # Another program uses the port that the test certificates name, so there is no TSA and no
+        # revocation data.
         pki_server = None
         out.step(N_("The test PKI server could not start ({reason}); the seal is made at level B-B and "
                     "revocation will be reported as unknown."), reason=error.strerror or str(error))

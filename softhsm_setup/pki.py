@@ -10,7 +10,7 @@ are test CAs. The end-entity keys stay on the tokens (or in the virtual cards' N
 
 certomancer issues deterministically: the same rendered configuration and keys give the same
 certificates byte for byte, so a second ``init`` finds every file as it was. A later rendering
-keeps the dates, serial numbers and revocations of the previous one; only a certificate whose key
+keeps the dates, serial numbers and revocations of the previous one. Only a certificate whose key
 changed gets a new serial number and validity.
 
 Subjects are Chinese; certomancer encodes them as UTF8String (``C`` as PrintableString, which X.520
@@ -187,11 +187,11 @@ def _render(layout: StateLayout, previous: dict[str, Any] | None, now: datetime.
     for label, spec in architecture["certs"].items():
         if spec.get("subject-key", spec["subject"]) not in keys:
             continue
-        kept = earlier.get(label)
-        if kept is not None and label not in reissue:
+        issued = earlier.get(label)
+        if issued is not None and label not in reissue:
             for name in ("validity", "serial", "revocation"):
-                if name in kept:
-                    spec[name] = kept[name]
+                if name in issued:
+                    spec[name] = issued[name]
         else:
             start = _resolve_time(spec["validity"]["valid-from"], now)
             end = _resolve_time(spec["validity"]["valid-to"], now)
@@ -225,9 +225,9 @@ def ensure_test_pki(layout: StateLayout, now: datetime.datetime, urls: PkiUrls,
                     reissue: set[str] | frozenset[str] = frozenset()) -> TestPki:
     """Make or complete the test PKI of ``layout`` and write its CA and TSA certificate files.
 
-    Token keys whose public key file exists get a certificate in the configuration; those in
+    Every key whose public key file exists gets a certificate in the configuration. Those in
     ``reissue`` (keys that changed) get a new serial number and validity. ``urls`` applies to a
-    first rendering only: certificates already issued keep the URLs they name.
+    first rendering only, because certificates already issued keep the URLs they name.
     """
     written: list[Path] = []
     previous = load_rendered_config(layout)

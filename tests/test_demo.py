@@ -78,8 +78,8 @@ def test_demo_signatures_valid_per_service(demo_run):
         assert signature["intact"] is True
         assert signature["valid"] is True
         assert signature["trusted"] is True
-    # The officer's B-B signature gains a time from the seal's document timestamp, but the DSS has
-    # revocation data for the seal only; the seal is B-LTA.
+    # The officer's B-B signature gains a time from the seal's document timestamp. The DSS has
+    # revocation data for the seal only, so the officer's signature stays B-T and the seal is B-LTA.
     assert [signature["level"] for signature in signatures] == ["B-T", "B-LTA"]
     assert report["verdict"] == "TOTAL_PASSED"
 

@@ -38,21 +38,28 @@ def _first_dss_revision(reader: PdfFileReader) -> int | None:
     return None
 
 
-def _covers(dss: DocumentSecurityStore, certificate: x509.Certificate) -> bool:
-    """Return whether ``dss`` has an OCSP response for ``certificate`` or a CRL of its issuer."""
-    for reference in dss.ocsps:
-        response = ocsp.OCSPResponse.load(reference.get_object().data)
-        if response["response_status"].native != "successful":
-            continue
-        basic = response["response_bytes"]["response"].parsed
-        for single in basic["tbs_response_data"]["responses"]:
-            cert_id = single["cert_id"]
+class _RevocationData:
+    """The OCSP responses and CRLs of a document security store, decoded once per file."""
+
+    def __init__(self, dss: DocumentSecurityStore) -> None:
+        self.cert_ids = []
+        for reference in dss.ocsps:
+            response = ocsp.OCSPResponse.load(reference.get_object().data)
+            if response["response_status"].native != "successful":
+                continue
+            basic = response["response_bytes"]["response"].parsed
+            self.cert_ids.extend(single["cert_id"] for single in basic["tbs_response_data"]["responses"])
+        self.crl_issuers = [crl.CertificateList.load(reference.get_object().data).issuer
+                            for reference in dss.crls]
+
+    def covers(self, certificate: x509.Certificate) -> bool:
+        """Return whether there is an OCSP response for ``certificate`` or a CRL of its issuer."""
+        for cert_id in self.cert_ids:
             issuer_hash = getattr(certificate.issuer, cert_id["hash_algorithm"]["algorithm"].native)
             if (cert_id["serial_number"].native == certificate.serial_number
                     and cert_id["issuer_name_hash"].native == issuer_hash):
                 return True
-    return any(crl.CertificateList.load(reference.get_object().data).issuer == certificate.issuer
-               for reference in dss.crls)
+        return certificate.issuer in self.crl_issuers
 
 
 def assign_pades_levels(reader: PdfFileReader, signatures: list[SignatureReport]) -> None:
@@ -62,7 +69,7 @@ def assign_pades_levels(reader: PdfFileReader, signatures: list[SignatureReport]
     timestamps = [record for record in signatures if record.kind is SignatureKind.DOCUMENT_TIMESTAMP
                   and record.intact and record.valid and record.revision is not None]
     dss_revision = _first_dss_revision(reader)
-    dss = DocumentSecurityStore.read_dss(reader) if dss_revision is not None else None
+    revocation_data = _RevocationData(DocumentSecurityStore.read_dss(reader)) if dss_revision is not None else None
     signer_certificates = {embedded.field_name: embedded.signer_cert for embedded in reader.embedded_regular_signatures}
 
     for record in signatures:
@@ -77,7 +84,7 @@ def assign_pades_levels(reader: PdfFileReader, signatures: list[SignatureReport]
         if has_time:
             level = PadesLevel.B_T
             certificate = signer_certificates.get(record.field)
-            if dss is not None and certificate is not None and _covers(dss, certificate):
+            if revocation_data is not None and certificate is not None and revocation_data.covers(certificate):
                 level = PadesLevel.B_LT
                 if any(stamp >= dss_revision for stamp in later_timestamps):
                     level = PadesLevel.B_LTA
